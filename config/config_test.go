@@ -1,0 +1,66 @@
+package config
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+)
+
+type sample struct {
+	Rate     float64       `env:"TSFB_T_RATE, default=1"`
+	Wait     time.Duration `env:"TSFB_T_WAIT, default=5s"`
+	Password Secret        `env:"TSFB_T_PASSWORD"`
+}
+
+func TestLoadReadsSecretFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(path, []byte("hunter2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var s sample
+	l := envconfig.MapLookuper(map[string]string{"TSFB_T_PASSWORD_FILE": path})
+	if err := Load(context.Background(), l, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Password.Reveal() != "hunter2" || s.Rate != 1 || s.Wait != 5*time.Second {
+		t.Fatalf("loaded %#v", s)
+	}
+}
+
+func TestLoadErrorsNameTheVariable(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"TSFB_T_WAIT": "30"}, "TSFB_T_WAIT: "},
+		{map[string]string{"TSFB_T_RATE": "fast"}, "TSFB_T_RATE: "},
+		{map[string]string{"TSFB_T_PASSWORD_FILE": "/nonexistent/pw"}, "TSFB_T_PASSWORD_FILE: "},
+	}
+	for _, tt := range tests {
+		var s sample
+		err := Load(context.Background(), envconfig.MapLookuper(tt.env), &s)
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("%v: got %v, want prefix %q", tt.env, err, tt.want)
+		}
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := sample{Password: "hunter2"}
+	data, _ := json.Marshal(s)
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%+v %#v %s", s, s, s.Password), string(data)} {
+		if strings.Contains(out, "hunter2") {
+			t.Fatalf("secret leaked: %s", out)
+		}
+	}
+	if s.Password.Reveal() != "hunter2" {
+		t.Fatal("Reveal lost the value")
+	}
+}

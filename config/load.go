@@ -1,0 +1,99 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+
+	"github.com/sethvargo/go-envconfig"
+)
+
+// FileSuffix marks the variable that names a file holding a secret.
+const FileSuffix = "_FILE"
+
+// Lookuper returns a lookuper over the process environment that also reads
+// TSFB_X from the file named by TSFB_X_FILE when TSFB_X itself is unset.
+func Lookuper() envconfig.Lookuper {
+	return FileLookuper(envconfig.OsLookuper())
+}
+
+// FileLookuper adds the _FILE rule to another lookuper. A file that cannot
+// be read is reported by Load with the variable's name.
+func FileLookuper(l envconfig.Lookuper) envconfig.Lookuper {
+	return &fileLookuper{base: l}
+}
+
+type fileLookuper struct {
+	base envconfig.Lookuper
+	err  error
+}
+
+func (f *fileLookuper) Lookup(key string) (string, bool) {
+	if v, ok := f.base.Lookup(key); ok && v != "" {
+		return v, true
+	}
+	path, ok := f.base.Lookup(key + FileSuffix)
+	if !ok || path == "" {
+		return f.base.Lookup(key)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		// The path is not secret; the content would be.
+		f.err = errors.Join(f.err, fmt.Errorf("%s%s: reading %q: %w", key, FileSuffix, path, unwrapPathErr(err)))
+		return "", false
+	}
+	return strings.TrimRight(string(data), "\r\n"), true
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Load fills target (a pointer to a struct with env tags) from l. Errors
+// name the environment variable, not the Go field.
+func Load(ctx context.Context, l envconfig.Lookuper, target any) error {
+	fl, ok := l.(*fileLookuper)
+	if !ok {
+		fl = &fileLookuper{base: l}
+	}
+	err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: target, Lookuper: fl})
+	if fl.err != nil {
+		return fl.err
+	}
+	if err != nil {
+		return renameField(target, err)
+	}
+	return nil
+}
+
+// renameField turns go-envconfig's "Field: reason" into "TSFB_VAR: reason".
+func renameField(target any, err error) error {
+	msg := err.Error()
+	field, rest, ok := strings.Cut(msg, ": ")
+	if !ok {
+		return err
+	}
+	t := reflect.TypeOf(target)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return err
+	}
+	f, found := t.FieldByName(field)
+	if !found {
+		return err
+	}
+	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+	if name == "" {
+		return err
+	}
+	return fmt.Errorf("%s: %s", strings.TrimSpace(name), rest)
+}
