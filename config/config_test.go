@@ -19,6 +19,18 @@ type sample struct {
 	Password Secret        `env:"TSFB_T_PASSWORD"`
 }
 
+type nested struct {
+	Inner sample
+}
+
+func TestLoadNamesNestedVariable(t *testing.T) {
+	var n nested
+	err := Load(context.Background(), envconfig.MapLookuper(map[string]string{"TSFB_T_WAIT": "7"}), &n)
+	if err == nil || !strings.HasPrefix(err.Error(), "TSFB_T_WAIT: ") {
+		t.Fatalf("got %v", err)
+	}
+}
+
 func TestLoadReadsSecretFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pw")
 	if err := os.WriteFile(path, []byte("hunter2\n"), 0o600); err != nil {

@@ -73,27 +73,29 @@ func Load(ctx context.Context, l envconfig.Lookuper, target any) error {
 	return nil
 }
 
-// renameField turns go-envconfig's "Field: reason" into "TSFB_VAR: reason".
+// renameField turns go-envconfig's "Field: reason" (or, for nested
+// structs, "Outer: Field: reason") into "TSFB_VAR: reason".
 func renameField(target any, err error) error {
-	msg := err.Error()
-	field, rest, ok := strings.Cut(msg, ": ")
-	if !ok {
-		return err
-	}
 	t := reflect.TypeOf(target)
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
+	rest := err.Error()
+	for {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return err
+		}
+		field, tail, ok := strings.Cut(rest, ": ")
+		if !ok {
+			return err
+		}
+		f, found := t.FieldByName(field)
+		if !found {
+			return err
+		}
+		if name, _, _ := strings.Cut(f.Tag.Get("env"), ","); strings.TrimSpace(name) != "" {
+			return fmt.Errorf("%s: %s", strings.TrimSpace(name), tail)
+		}
+		t, rest = f.Type, tail
 	}
-	if t.Kind() != reflect.Struct {
-		return err
-	}
-	f, found := t.FieldByName(field)
-	if !found {
-		return err
-	}
-	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-	if name == "" {
-		return err
-	}
-	return fmt.Errorf("%s: %s", strings.TrimSpace(name), rest)
 }

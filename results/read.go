@@ -1,0 +1,177 @@
+package results
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/queue"
+)
+
+// Defaults of the reader.
+const (
+	// DefaultIdleWait is how long one fetch waits for more events. Without
+	// Follow, a fetch that finds nothing ends the read.
+	DefaultIdleWait = 500 * time.Millisecond
+	fetchBatch      = 256
+)
+
+// Options select the events to read.
+type Options struct {
+	// Account and JobID narrow the subject; empty means every one.
+	Account string
+	JobID   string
+	// Types keeps only these event types; empty keeps all.
+	Types []string
+	// Follow keeps waiting for new events until ctx ends. Without it, the
+	// read ends once every stored event has been delivered.
+	Follow bool
+	// OnlyNew starts at the end of the stream instead of its start.
+	OnlyNew bool
+	// Durable names a durable consumer: a later read with the same name
+	// goes on after the last event acknowledged. Empty uses an ordered,
+	// ephemeral consumer.
+	Durable string
+	// IdleWait overrides DefaultIdleWait.
+	IdleWait time.Duration
+}
+
+// Subject is the filter subject of the options.
+func (o Options) Subject() string {
+	acct, job := o.Account, o.JobID
+	if acct == "" {
+		acct = "*"
+	}
+	if job == "" {
+		job = "*"
+	}
+	return queue.ResultSubject(acct, job)
+}
+
+// Validate checks the filters, so that a typo is an error, not an empty read.
+func (o Options) Validate() error {
+	if o.Account != "" {
+		if err := model.ValidateAccountName(o.Account); err != nil {
+			return fmt.Errorf("results: --account: %w", err)
+		}
+	}
+	if o.JobID != "" && o.JobID != model.UnknownJobID {
+		if err := model.ValidateJobID(o.JobID); err != nil {
+			return fmt.Errorf("results: --job: %w", err)
+		}
+	}
+	if o.Durable != "" {
+		if err := model.ValidateJobID(o.Durable); err != nil {
+			return fmt.Errorf("results: --durable: %w", err)
+		}
+	}
+	return nil
+}
+
+// Handler receives each event and its raw JSON. An event that is not valid
+// JSON (another publisher wrote to the subject) still reaches it, as a zero
+// Event with its raw bytes, so that nothing is hidden. Returning an error stops
+// the read with that error; with a durable consumer the event is then not
+// acknowledged and comes again next time.
+type Handler func(e model.Event, raw []byte) error
+
+// Read delivers the selected events to fn in stream order.
+func Read(ctx context.Context, js jetstream.JetStream, o Options, fn Handler) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	cons, err := consumer(ctx, js, o)
+	if err != nil {
+		return err
+	}
+	wait := o.IdleWait
+	if wait <= 0 {
+		wait = DefaultIdleWait
+	}
+	for {
+		batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("results: fetching events: %w", err)
+		}
+		n, pending, err := deliver(batch, o, fn)
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !o.Follow && n == 0 && pending == 0 {
+			return nil
+		}
+	}
+}
+
+func deliver(batch jetstream.MessageBatch, o Options, fn Handler) (n int, pending uint64, err error) {
+	for msg := range batch.Messages() {
+		n++
+		if md, err := msg.Metadata(); err == nil {
+			pending = md.NumPending
+		}
+		var e model.Event
+		if json.Unmarshal(msg.Data(), &e) != nil {
+			e = model.Event{}
+		}
+		if len(o.Types) == 0 || slices.Contains(o.Types, e.Type) {
+			if err := fn(e, msg.Data()); err != nil {
+				return n, pending, err
+			}
+		}
+		if o.Durable != "" {
+			if err := msg.Ack(); err != nil {
+				return n, pending, fmt.Errorf("results: acknowledging event: %w", err)
+			}
+		}
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
+		!errors.Is(err, context.DeadlineExceeded) {
+		return n, pending, fmt.Errorf("results: reading events: %w", err)
+	}
+	if n == 0 {
+		pending = 0
+	}
+	return n, pending, nil
+}
+
+func consumer(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Consumer, error) {
+	deliver := jetstream.DeliverAllPolicy
+	if o.OnlyNew {
+		deliver = jetstream.DeliverNewPolicy
+	}
+	if o.Durable == "" {
+		c, err := js.OrderedConsumer(ctx, queue.StreamResults, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{o.Subject()},
+			DeliverPolicy:  deliver,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("results: opening a reader on %s: %w", queue.StreamResults, err)
+		}
+		return c, nil
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, queue.StreamResults, jetstream.ConsumerConfig{
+		Durable:       o.Durable,
+		Description:   "tsfallback results reader",
+		FilterSubject: o.Subject(),
+		DeliverPolicy: deliver,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		// A reader that stops for a week is forgotten rather than kept.
+		InactiveThreshold: 7 * 24 * time.Hour,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("results: opening durable reader %q: %w", o.Durable, err)
+	}
+	return c, nil
+}
