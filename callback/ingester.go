@@ -1,0 +1,312 @@
+package callback
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/tsfallback/tsfallback/progress"
+	"github.com/tsfallback/tsfallback/queue"
+)
+
+// CallbackPath is where ThingSpace posts callbacks.
+const CallbackPath = "/callbacks/thingspace"
+
+// Timeouts of the ingester.
+const (
+	// StoreTimeout bounds the JetStream publish of one callback: past it
+	// the answer is 503 and ThingSpace retries, rather than holding the
+	// connection while NATS is away.
+	StoreTimeout = 3 * time.Second
+	// ReadyTimeout bounds the NATS checks of /readyz.
+	ReadyTimeout = 2 * time.Second
+	// ShutdownTimeout is how long in-flight callbacks get to finish.
+	ShutdownTimeout = 10 * time.Second
+	// Server timeouts, each against a kind of slow or hostile client.
+	// ReadHeaderTimeout stops slowloris clients that trickle headers.
+	ReadHeaderTimeout = 5 * time.Second
+	// ReadTimeout bounds reading a whole request; a callback is small.
+	ReadTimeout = 15 * time.Second
+	// WriteTimeout covers StoreTimeout plus the answer, with margin.
+	WriteTimeout = 15 * time.Second
+	// IdleTimeout frees kept-alive connections that carry nothing.
+	IdleTimeout = 60 * time.Second
+	// MaxHeaderBytes: ThingSpace sends a handful of short headers.
+	MaxHeaderBytes = 16 << 10
+	// connsPerInFlight sizes the connection limit from MaxInFlight: idle
+	// kept-alive connections are cheap, but not unbounded.
+	connsPerInFlight = 4
+)
+
+// Ingester is the HTTP endpoint that takes ThingSpace's callbacks.
+type Ingester struct {
+	cfg      Config
+	bus      *queue.Bus
+	log      *zap.Logger
+	tracker  *progress.Tracker
+	filter   sourceFilter
+	inFlight chan struct{}
+	user     [sha256.Size]byte
+	pass     [sha256.Size]byte
+	mux      *http.ServeMux
+}
+
+// NewIngester checks cfg and returns an ingester that stores callbacks on
+// bus.
+func NewIngester(cfg Config, bus *queue.Bus, log *zap.Logger) (*Ingester, error) {
+	cfg = cfg.Defaulted()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if bus == nil {
+		return nil, errors.New("callback: ingester needs a bus")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.Named("ingester")
+	tr, err := progress.New(bus, log)
+	if err != nil {
+		return nil, fmt.Errorf("creating progress tracker: %w", err)
+	}
+	allow, _ := parsePrefixes(cfg.Allow) // checked by Validate
+	proxies, _ := parsePrefixes(cfg.TrustedProxies)
+	in := &Ingester{
+		cfg:      cfg,
+		bus:      bus,
+		log:      log,
+		tracker:  tr,
+		filter:   sourceFilter{allow: allow, proxies: proxies},
+		inFlight: make(chan struct{}, cfg.MaxInFlight),
+		user:     sha256.Sum256([]byte(cfg.Username.Reveal())),
+		pass:     sha256.Sum256([]byte(cfg.Password.Reveal())),
+		mux:      http.NewServeMux(),
+	}
+	in.mux.HandleFunc(CallbackPath, in.serveCallback)
+	in.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeText(w, http.StatusOK, "ok")
+	})
+	in.mux.HandleFunc("GET /readyz", in.serveReady)
+	in.mux.HandleFunc("GET /metrics", serveMetrics)
+	in.mux.HandleFunc("GET /v1/jobs/{jobId}", in.serveJob)
+	return in, nil
+}
+
+// Handler returns the ingester's routes.
+func (in *Ingester) Handler() http.Handler { return in.mux }
+
+// Serve answers on ln until ctx is done, then stops taking connections and
+// gives in-flight callbacks ShutdownTimeout to finish.
+func (in *Ingester) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           in.mux,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(in.log.Named("http")),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	ln = newLimitListener(ln, connsPerInFlight*in.cfg.MaxInFlight)
+	in.log.Info("ingester_listening", zap.String("addr", ln.Addr().String()))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving callbacks: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		_ = srv.Close()
+	}
+	<-errc
+	in.log.Info("ingester_stopped")
+	if err != nil {
+		return fmt.Errorf("shutting down the ingester: %w", err)
+	}
+	return nil
+}
+
+// authFields is just enough of a callback to authenticate it. encoding/json
+// matches these names in any casing.
+type authFields struct {
+	Username json.RawMessage `json:"username"`
+	Password json.RawMessage `json:"password"`
+}
+
+func (in *Ingester) serveCallback(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		in.reply(w, http.StatusMethodNotAllowed)
+		return
+	}
+	if !in.filter.allowed(r) {
+		in.log.Warn("callback_source_refused", zap.String("remote_addr", r.RemoteAddr))
+		in.reply(w, http.StatusForbidden)
+		return
+	}
+	if !jsonContentType(r.Header.Get("Content-Type")) {
+		in.reply(w, http.StatusUnsupportedMediaType)
+		return
+	}
+	if r.ContentLength > in.cfg.MaxBody {
+		in.reply(w, http.StatusRequestEntityTooLarge)
+		return
+	}
+	select {
+	case in.inFlight <- struct{}{}:
+		defer func() { <-in.inFlight }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		in.reply(w, http.StatusServiceUnavailable)
+		return
+	}
+
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, in.cfg.MaxBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		in.reply(w, http.StatusRequestEntityTooLarge)
+		return
+	case err != nil:
+		in.reply(w, http.StatusBadRequest)
+		return
+	}
+
+	// A body that is not JSON cannot be authenticated, so it is not kept:
+	// 400 tells an honest sender what is wrong and stores nothing.
+	var af authFields
+	if err := json.Unmarshal(body, &af); err != nil {
+		in.reply(w, http.StatusBadRequest)
+		return
+	}
+	if !in.authentic(af) {
+		counters.authFailed.Add(1)
+		in.log.Warn("callback_auth_failed", zap.String("remote_addr", r.RemoteAddr))
+		in.reply(w, http.StatusUnauthorized)
+		return
+	}
+
+	if err := in.store(r.Context(), body); err != nil {
+		counters.storeFailed.Add(1)
+		in.log.Warn("callback_store_failed", zap.Error(err))
+		w.Header().Set("Retry-After", "5")
+		in.reply(w, http.StatusServiceUnavailable)
+		return
+	}
+	counters.stored.Add(1)
+	in.reply(w, http.StatusOK)
+}
+
+// authentic compares both credentials in constant time, and always both,
+// so the answer's timing says nothing about which one was wrong.
+func (in *Ingester) authentic(af authFields) bool {
+	var user, pass string
+	uok := json.Unmarshal(af.Username, &user) == nil
+	pok := json.Unmarshal(af.Password, &pass) == nil
+	// Hashing first makes the comparison length-independent too.
+	gu, gp := sha256.Sum256([]byte(user)), sha256.Sum256([]byte(pass))
+	u := subtle.ConstantTimeCompare(gu[:], in.user[:])
+	p := subtle.ConstantTimeCompare(gp[:], in.pass[:])
+	return uok && pok && u&p == 1
+}
+
+// store publishes the raw body and waits for JetStream's ack. The message
+// id is the body's hash: a ThingSpace retry of a callback whose 200 was lost
+// carries the same bytes and is stored once.
+func (in *Ingester) store(ctx context.Context, body []byte) error {
+	if !in.bus.NC.IsConnected() {
+		return fmt.Errorf("storing callback: %w", nats.ErrConnectionClosed)
+	}
+	ctx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	defer cancel()
+	sum := sha256.Sum256(body)
+	msg := nats.NewMsg(queue.CallbackSubject)
+	msg.Data = body
+	msg.Header.Set(jetstream.MsgIDHeader, "cb-"+hex.EncodeToString(sum[:16]))
+	if _, err := in.bus.JS.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("storing callback: %w", err)
+	}
+	return nil
+}
+
+func (in *Ingester) serveReady(w http.ResponseWriter, r *http.Request) {
+	if !in.bus.NC.IsConnected() {
+		writeText(w, http.StatusServiceUnavailable, "nats not connected")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), ReadyTimeout)
+	defer cancel()
+	for _, name := range []string{queue.StreamCallbacks, queue.StreamResults} {
+		if _, err := in.bus.JS.Stream(ctx, name); err != nil {
+			in.log.Warn("readiness_failed", zap.String("stream", name), zap.Error(err))
+			writeText(w, http.StatusServiceUnavailable, "stream "+name+" unavailable")
+			return
+		}
+	}
+	writeText(w, http.StatusOK, "ready")
+}
+
+func (in *Ingester) serveJob(w http.ResponseWriter, r *http.Request) {
+	st, err := in.tracker.Get(r.Context(), r.PathValue("jobId"))
+	switch {
+	case errors.Is(err, progress.ErrJobNotFound):
+		writeText(w, http.StatusNotFound, "job not found")
+		return
+	case err != nil:
+		in.log.Warn("job_status_failed", zap.Error(err))
+		writeText(w, http.StatusServiceUnavailable, "job status unavailable")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(st)
+}
+
+// reply is the one place a callback answer is written and counted. The body
+// is the status text only: it never carries internal details.
+func (in *Ingester) reply(w http.ResponseWriter, code int) {
+	countResponse(code)
+	writeText(w, code, strings.ToLower(http.StatusText(code)))
+}
+
+func writeText(w http.ResponseWriter, code int, text string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(text)+1))
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, text+"\n")
+}
+
+// jsonContentType accepts JSON media types, and a missing Content-Type:
+// ThingSpace does not document the header, and refusing a real callback
+// over it would lose the callback after its retries.
+func jsonContentType(ct string) bool {
+	if strings.TrimSpace(ct) == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || mt == "text/json" ||
+		(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}

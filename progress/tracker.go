@@ -1,0 +1,361 @@
+package progress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/queue"
+)
+
+// Parallelism bounds the KV and publish calls of one batch in flight at
+// once: enough to hide the round trips, few enough not to flood NATS.
+const Parallelism = 64
+
+// maxConflicts bounds the optimistic-concurrency retries of one job update.
+// Each retry means another process just updated the job, so the loop always
+// makes progress; the bound only stops a bug from spinning for ever.
+const maxConflicts = 200
+
+// Tracker records final outcomes and job progress.
+type Tracker struct {
+	bus *queue.Bus
+	log *zap.Logger
+	now func() time.Time
+
+	stats Stats
+}
+
+// Stats are counters since the tracker started, for metrics.
+type Stats struct {
+	Recorded  atomic.Int64 // outcomes stored for the first time
+	Redone    atomic.Int64 // outcomes of ours found stored: republished
+	Resends   atomic.Int64 // outcomes of another source found stored: skipped
+	Invalid   atomic.Int64 // outcomes refused as invalid
+	Completed atomic.Int64 // job.completed events published
+	Conflicts atomic.Int64 // job updates retried after a concurrent update
+}
+
+// New returns a tracker that works on bus.
+func New(bus *queue.Bus, log *zap.Logger) (*Tracker, error) {
+	if bus == nil || bus.Jobs == nil || bus.Outcomes == nil {
+		return nil, errors.New("progress: bus with jobs and outcomes buckets required")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Tracker{bus: bus, log: log.Named("progress"), now: func() time.Time { return time.Now().UTC() }}, nil
+}
+
+// Stats returns the tracker's counters.
+func (t *Tracker) Stats() *Stats { return &t.stats }
+
+// StartJob creates the job's progress record with its number of distinct
+// devices. It is idempotent; on a job already known from early outcomes it
+// fills in the device count (and completes the job if they are all in).
+func (t *Tracker) StartJob(ctx context.Context, job model.Job) error {
+	if err := model.ValidateJobID(job.JobID); err != nil {
+		return fmt.Errorf("starting job: %w", err)
+	}
+	distinct := map[string]bool{}
+	for i := range job.Devices {
+		distinct[deviceKey(&job.Devices[i])] = true
+	}
+	rec, err := t.update(ctx, job.JobID, func(r *jobRecord, now time.Time) bool {
+		changed := false
+		if r.AccountName == "" {
+			r.AccountName, changed = job.AccountName, true
+		}
+		if r.ReplyTo == "" && job.ReplyTo != "" {
+			r.ReplyTo, changed = job.ReplyTo, true
+		}
+		if r.Counts.Devices == 0 && len(distinct) > 0 {
+			r.Counts.Devices, changed = len(distinct), true
+		}
+		return r.settle(now) || changed
+	})
+	if err != nil {
+		return fmt.Errorf("starting job %s: %w", job.JobID, err)
+	}
+	return t.finish(ctx, rec)
+}
+
+// Get returns the job's progress, or an error wrapping ErrJobNotFound.
+func (t *Tracker) Get(ctx context.Context, jobID string) (JobState, error) {
+	if model.ValidateJobID(jobID) != nil {
+		return JobState{}, fmt.Errorf("%w: %q", ErrJobNotFound, jobID)
+	}
+	e, err := t.bus.Jobs.Get(ctx, jobID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return JobState{}, fmt.Errorf("%w: %s", ErrJobNotFound, jobID)
+	}
+	if err != nil {
+		return JobState{}, fmt.Errorf("reading job %s: %w", jobID, err)
+	}
+	r, err := decodeJob(e.Value())
+	if err != nil {
+		return JobState{}, err
+	}
+	return r.JobState, nil
+}
+
+// tally is what one batch brings to one job.
+type tally struct {
+	account string
+	replyTo string
+	devices map[string]string // device key -> final event type
+}
+
+// Record stores, publishes and counts a batch of final outcomes. It is
+// idempotent: after an error the caller redelivers the whole batch (or any
+// part of it, in any grouping) and nothing is published or counted twice.
+// Invalid outcomes are logged, counted and skipped, never retried.
+//
+// The order of the steps is what makes a crash anywhere harmless:
+//
+//  1. Create the outcome record. The record, not the stream's duplicate
+//     window, is what remembers ThingSpace's resends, which come minutes
+//     apart. A record that exists with our Source is our own unfinished
+//     work (we crashed after the create): go on with the stored outcome. With
+//     another Source it is a resend: do not publish it again.
+//  2. Publish the event with its message id. Repeating step 2 after a crash
+//     is deduplicated by the stream.
+//  3. Apply the counts, one update per job per batch. The job record holds
+//     the set of devices already counted, so a device is counted once even
+//     when its outcome is processed again after a crash between step 1 and
+//     step 3, and whichever outcome record exists for it is what is counted.
+//     Counts therefore cannot be lost: a crash before step 3 leaves the
+//     callback unacknowledged, and its redelivery finds the record (step 1)
+//     and counts it now.
+//  4. The update that counts the last device also sets Completed; then
+//     job.completed is published with its message id and CompletedPublished
+//     is set. A crash between those two republishes on redelivery, which the
+//     stream deduplicates.
+//
+// Limitation: a redelivery that comes after the stream's duplicate window
+// (all correlators down for minutes between step 2 and the ack) publishes
+// the device event a second time, with the same message id, so consumers
+// that keep ids can still drop it.
+func (t *Tracker) Record(ctx context.Context, outs []Outcome) error {
+	var (
+		mu   sync.Mutex
+		jobs = map[string]*tally{}
+		errs []error
+	)
+	var g errgroup.Group
+	g.SetLimit(Parallelism)
+	for i := range outs {
+		o := outs[i]
+		if err := validate(&o); err != nil {
+			t.stats.Invalid.Add(1)
+			t.log.Warn("outcome_invalid", zap.String("job_id", o.Event.JobID),
+				zap.String("source", o.Source), zap.Error(err))
+			continue
+		}
+		g.Go(func() error {
+			rec, err := t.store(ctx, o)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return nil
+			}
+			e := &rec.Event
+			tl := jobs[e.JobID]
+			if tl == nil {
+				tl = &tally{account: e.AccountName, replyTo: rec.ReplyTo, devices: map[string]string{}}
+				jobs[e.JobID] = tl
+			}
+			if _, ok := tl.devices[deviceKey(e.Device)]; !ok {
+				tl.devices[deviceKey(e.Device)] = e.Type
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+
+	// Counts of the outcomes that were stored are applied even when others
+	// failed, so the redelivery has less to do.
+	for jobID, tl := range jobs {
+		g.Go(func() error {
+			err := t.apply(ctx, jobID, tl)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
+}
+
+// store does steps 1 and 2 for one outcome and returns the record that
+// counts for the device, which is the stored one when it already existed.
+func (t *Tracker) store(ctx context.Context, o Outcome) (outcomeRecord, error) {
+	if o.Event.At.IsZero() {
+		o.Event.At = t.now()
+	}
+	rec := outcomeRecord{Source: o.Source, ReplyTo: o.ReplyTo, Event: o.Event}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return rec, fmt.Errorf("encoding outcome: %w", err)
+	}
+	key := outcomeKey(&o.Event)
+	_, err = t.bus.Outcomes.Create(ctx, key, data)
+	switch {
+	case err == nil:
+		t.stats.Recorded.Add(1)
+	case errors.Is(err, jetstream.ErrKeyExists):
+		entry, gerr := t.bus.Outcomes.Get(ctx, key)
+		if gerr != nil {
+			return rec, fmt.Errorf("reading outcome %s: %w", key, gerr)
+		}
+		var stored outcomeRecord
+		if uerr := json.Unmarshal(entry.Value(), &stored); uerr != nil || stored.Event.Device == nil {
+			// A record we cannot read still says the device is done; count
+			// this outcome in its place rather than never finishing the job.
+			t.log.Warn("outcome_record_unreadable", zap.String("key", key))
+			return rec, nil
+		}
+		if stored.Source != o.Source {
+			t.stats.Resends.Add(1)
+			t.log.Debug("outcome_resend_skipped", zap.String("key", key),
+				zap.String("source", o.Source), zap.String("stored_source", stored.Source))
+			return stored, nil
+		}
+		t.stats.Redone.Add(1)
+		rec = stored
+	default:
+		return rec, fmt.Errorf("storing outcome %s: %w", key, err)
+	}
+	if err := t.bus.PublishEvent(ctx, rec.Event, rec.ReplyTo); err != nil {
+		return rec, err
+	}
+	return rec, nil
+}
+
+// apply does steps 3 and 4 for one job.
+func (t *Tracker) apply(ctx context.Context, jobID string, tl *tally) error {
+	rec, err := t.update(ctx, jobID, func(r *jobRecord, now time.Time) bool {
+		changed := false
+		if r.AccountName == "" {
+			r.AccountName, changed = tl.account, true
+		}
+		if r.ReplyTo == "" && tl.replyTo != "" {
+			r.ReplyTo, changed = tl.replyTo, true
+		}
+		for dev, typ := range tl.devices {
+			if r.count(dev, typ) {
+				changed = true
+			}
+		}
+		return r.settle(now) || changed
+	})
+	if err != nil {
+		return fmt.Errorf("counting outcomes of job %s: %w", jobID, err)
+	}
+	return t.finish(ctx, rec)
+}
+
+// finish publishes job.completed for a completed job that has not had it
+// yet, then remembers that it did.
+func (t *Tracker) finish(ctx context.Context, rec *jobRecord) error {
+	if !rec.Completed || rec.CompletedPublished {
+		return nil
+	}
+	counts := rec.Counts
+	e := model.Event{
+		Type:        model.EventJobCompleted,
+		JobID:       rec.JobID,
+		AccountName: rec.AccountName,
+		At:          rec.CompletedAt,
+		Counts:      &counts,
+	}
+	if err := t.bus.PublishEvent(ctx, e, rec.ReplyTo); err != nil {
+		return err
+	}
+	t.stats.Completed.Add(1)
+	t.log.Info("job_completed", zap.String("job_id", rec.JobID),
+		zap.Int("devices", counts.Devices), zap.Int("succeeded", counts.Succeeded),
+		zap.Int("failed", counts.Failed), zap.Int("timed_out", counts.TimedOut))
+	_, err := t.update(ctx, rec.JobID, func(r *jobRecord, _ time.Time) bool {
+		if r.CompletedPublished {
+			return false
+		}
+		r.CompletedPublished = true
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("marking job %s completed: %w", rec.JobID, err)
+	}
+	return nil
+}
+
+// update reads the job record (a new one when absent), lets fn change it and
+// writes it back under optimistic concurrency, retrying on a concurrent
+// update. fn reports whether it changed anything; when it did not, nothing
+// is written. It returns the record as it now stands.
+func (t *Tracker) update(ctx context.Context, jobID string,
+	fn func(r *jobRecord, now time.Time) bool) (*jobRecord, error) {
+	for attempt := 0; ; attempt++ {
+		now := t.now()
+		var (
+			r   *jobRecord
+			rev uint64
+		)
+		e, err := t.bus.Jobs.Get(ctx, jobID)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			r = &jobRecord{JobState: JobState{JobID: jobID, StartedAt: now}, counted: map[uint64]bool{}}
+		case err != nil:
+			return nil, fmt.Errorf("reading job record: %w", err)
+		default:
+			if r, err = decodeJob(e.Value()); err != nil {
+				return nil, err
+			}
+			rev = e.Revision()
+		}
+		if !fn(r, now) {
+			return r, nil
+		}
+		r.UpdatedAt = now
+		data, err := r.encode()
+		if err != nil {
+			return nil, fmt.Errorf("encoding job record: %w", err)
+		}
+		if rev == 0 {
+			_, err = t.bus.Jobs.Create(ctx, jobID, data)
+		} else {
+			_, err = t.bus.Jobs.Update(ctx, jobID, data, rev)
+		}
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return nil, fmt.Errorf("writing job record: %w", err)
+		}
+		t.stats.Conflicts.Add(1)
+		if attempt >= maxConflicts {
+			return nil, fmt.Errorf("writing job record: %d concurrent updates in a row: %w", attempt, err)
+		}
+		// A short random pause spreads processes that collided.
+		pause := time.Duration(rand.Int64N(int64(time.Millisecond) * int64(min(attempt+1, 10))))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+}
