@@ -99,7 +99,8 @@ func (b *Bus) Close() {
 }
 
 // Ensure creates or updates every stream and bucket. It is safe to call
-// again, for example after the server lost its state.
+// again, also while the Bus is in use, for example after the server lost its
+// state.
 func (b *Bus) Ensure(ctx context.Context) error {
 	for _, sc := range b.streamConfigs() {
 		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
@@ -127,7 +128,11 @@ func (b *Bus) Ensure(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("creating KV bucket %s: %w", k.name, err)
 		}
-		*k.dst = kv
+		// A handle stays valid when its bucket is re-created, and other
+		// goroutines read these fields, so only the first call sets them.
+		if *k.dst == nil {
+			*k.dst = kv
+		}
 	}
 	return nil
 }

@@ -1,0 +1,309 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+)
+
+// Pause and ramp settings.
+const (
+	// DefaultPause is used when a 429 names no Retry-After.
+	DefaultPause = 2 * time.Second
+	// MaxPause caps a Retry-After, so that a garbled header cannot stop
+	// the deployment for hours.
+	MaxPause = 10 * time.Minute
+	// RampDuration is how long the rate takes to climb back to the full
+	// share after a pause ends.
+	RampDuration = 10 * time.Second
+	// RampStart is the fraction of the share allowed when a pause ends.
+	RampStart = 0.25
+	// MinRampStart bounds the halving of RampStart by repeated pauses.
+	MinRampStart = 1.0 / 256
+	// MaxRamp bounds the ramp's lengthening by repeated pauses.
+	MaxRamp = 5 * time.Minute
+)
+
+// ErrClosed is returned by Wait after Close.
+var ErrClosed = errors.New("ratelimit: limiter closed")
+
+// Limiter hands out this process's share of the deployment's requests.
+// It is safe for concurrent use.
+type Limiter struct {
+	cfg   Config
+	log   *zap.Logger
+	local *rate.Limiter
+
+	// mb is nil for a limiter without a workers bucket.
+	mb *membership
+
+	mu sync.Mutex
+	// members is the number of live processes, this one included.
+	members int
+	// pausedUntil ends the current (or last) pause; the ramp starts there.
+	pausedUntil time.Time
+	// rampStart and ramp shape the climb after the pause: a pause that
+	// comes while the last ramp is still climbing means the budget is
+	// above what ThingSpace grants (or another client shares it), so the
+	// next ramp starts at half the height and takes twice as long.
+	rampStart float64
+	ramp      time.Duration
+	// drained records that the tokens saved up during the last pause
+	// were thrown away.
+	drained bool
+	// changed is closed and replaced when a pause starts or the share
+	// changes, so that waiters take a fresh look.
+	changed chan struct{}
+	closed  bool
+}
+
+// New returns a limiter for the process named id. With a workers bucket it
+// joins the deployment's membership and waits until it has seen the
+// current members and pause, so that its first share is right; with a nil
+// bucket it is a single local limiter (tests, demo).
+func New(ctx context.Context, cfg Config, workers jetstream.KeyValue, id string,
+	log *zap.Logger) (*Limiter, error) {
+	return newLimiter(ctx, cfg, workers, id, log, defaultTiming())
+}
+
+func newLimiter(ctx context.Context, cfg Config, workers jetstream.KeyValue, id string,
+	log *zap.Logger, tm timing) (*Limiter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	l := &Limiter{
+		cfg:       cfg,
+		log:       log.Named("ratelimit"),
+		local:     rate.NewLimiter(rate.Limit(cfg.RPS), cfg.Burst),
+		members:   1,
+		rampStart: RampStart,
+		ramp:      RampDuration,
+		drained:   true,
+		changed:   make(chan struct{}),
+	}
+	if workers != nil {
+		mb, err := startMembership(ctx, l, workers, id, tm)
+		if err != nil {
+			return nil, err
+		}
+		l.mb = mb
+	}
+	l.mu.Lock()
+	l.applyLocked(time.Now())
+	l.mu.Unlock()
+	l.log.Info("ratelimit_started", zap.Float64("rps", cfg.RPS), zap.Int("burst", cfg.Burst),
+		zap.Bool("shared", workers != nil))
+	return l, nil
+}
+
+// Wait blocks until this process may send one request, or until ctx ends.
+// A pause that starts while it waits holds it until the pause ends.
+func (l *Limiter) Wait(ctx context.Context) error {
+	for {
+		now := time.Now()
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return ErrClosed
+		}
+		changed := l.changed
+		if now.Before(l.pausedUntil) {
+			d := l.pausedUntil.Sub(now)
+			l.mu.Unlock()
+			if err := sleep(ctx, d, changed); err != nil {
+				return err
+			}
+			continue
+		}
+		l.applyLocked(now)
+		r := l.local.ReserveN(now, 1)
+		l.mu.Unlock()
+		if !r.OK() {
+			// Burst is at least 1, so this means a bug, not a busy limit.
+			return fmt.Errorf("ratelimit: cannot reserve a token (limit %v, burst %d)",
+				l.local.Limit(), l.local.Burst())
+		}
+		d := r.DelayFrom(now)
+		if d <= 0 {
+			return nil
+		}
+		err := sleep(ctx, d, changed)
+		if err == nil {
+			return nil
+		}
+		r.Cancel()
+		if errors.Is(err, errChanged) {
+			continue
+		}
+		return err
+	}
+}
+
+var errChanged = errors.New("ratelimit: limit changed")
+
+// sleep waits d, returning errChanged when changed is closed first and
+// ctx's error when ctx ends first.
+func sleep(ctx context.Context, d time.Duration, changed <-chan struct{}) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-changed:
+		return errChanged
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Pause stops every process of the deployment from sending for d (a 429's
+// Retry-After; DefaultPause when 0, at most MaxPause). A shorter pause than
+// one already running changes nothing.
+func (l *Limiter) Pause(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		d = DefaultPause
+	}
+	if d > MaxPause {
+		d = MaxPause
+	}
+	until := time.Now().Add(d)
+	if !l.setPause(until) {
+		return
+	}
+	l.log.Warn("ratelimit_paused", zap.Duration("pause", d), zap.Time("until", until))
+	if l.mb != nil {
+		l.mb.broadcastPause(ctx, until)
+	}
+}
+
+// setPause extends the pause to until; it reports whether it did.
+func (l *Limiter) setPause(until time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !until.After(l.pausedUntil) {
+		return false
+	}
+	now := time.Now()
+	switch {
+	case now.Before(l.pausedUntil):
+		// Extending a running pause: the ramp is not yet known wrong.
+	case !l.pausedUntil.IsZero() && now.Before(l.pausedUntil.Add(l.ramp)):
+		l.rampStart = max(l.rampStart/2, MinRampStart)
+		l.ramp = min(2*l.ramp, MaxRamp)
+	default:
+		l.rampStart, l.ramp = RampStart, RampDuration
+	}
+	l.pausedUntil = until
+	l.drained = false
+	l.notifyLocked()
+	return true
+}
+
+// setMembers records the number of live processes.
+func (l *Limiter) setMembers(n int) {
+	if n < 1 {
+		n = 1
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n == l.members {
+		return
+	}
+	l.log.Info("ratelimit_members_changed", zap.Int("members", n), zap.Int("was", l.members))
+	l.members = n
+	l.applyLocked(time.Now())
+	l.notifyLocked()
+}
+
+func (l *Limiter) notifyLocked() {
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// applyLocked sets the local bucket to the share due at now.
+func (l *Limiter) applyLocked(now time.Time) {
+	if !l.drained && !now.Before(l.pausedUntil) {
+		// Tokens saved up during the pause would go out at once and
+		// earn the next 429.
+		if n := int(l.local.TokensAt(now)); n > 0 {
+			l.local.AllowN(now, n)
+		}
+		l.drained = true
+	}
+	lim, burst := share(l.cfg, l.members, l.pausedUntil, now, l.rampStart, l.ramp)
+	if l.local.Limit() != lim {
+		l.local.SetLimitAt(now, lim)
+	}
+	if l.local.Burst() != burst {
+		l.local.SetBurstAt(now, burst)
+	}
+}
+
+// share returns one process's rate and burst when n processes are live,
+// ramping up from the fraction start over ramp after a pause that ended at
+// pausedUntil.
+func share(cfg Config, n int, pausedUntil, now time.Time, start float64,
+	ramp time.Duration) (rate.Limit, int) {
+	if n < 1 {
+		n = 1
+	}
+	rps := cfg.RPS / float64(n)
+	burst := max(cfg.Burst/n, 1)
+	if !pausedUntil.IsZero() && ramp > 0 {
+		if since := now.Sub(pausedUntil); since >= 0 && since < ramp {
+			f := start + (1-start)*float64(since)/float64(ramp)
+			return rate.Limit(rps * f), 1
+		}
+	}
+	return rate.Limit(rps), burst
+}
+
+// Limit returns the current local rate and burst, this process's share.
+func (l *Limiter) Limit() (rate.Limit, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.applyLocked(time.Now())
+	return l.local.Limit(), l.local.Burst()
+}
+
+// Members returns the number of live processes this one counts, itself
+// included.
+func (l *Limiter) Members() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.members
+}
+
+// PausedUntil returns the end of the current or last pause (zero when
+// there was none).
+func (l *Limiter) PausedUntil() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pausedUntil
+}
+
+// Close leaves the membership, so that the others take this process's
+// share at once, and makes Wait fail with ErrClosed.
+func (l *Limiter) Close() {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	l.notifyLocked()
+	l.mu.Unlock()
+	if l.mb != nil {
+		l.mb.stop(true)
+	}
+	l.log.Info("ratelimit_stopped")
+}

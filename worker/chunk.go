@@ -1,0 +1,238 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/progress"
+	"github.com/tsfallback/tsfallback/thingspace"
+)
+
+// Retry bounds of one chunk within one delivery.
+const (
+	// maxRateLimited bounds the 429s one request may earn in a delivery;
+	// each pauses the whole deployment, so this is only a safety stop.
+	maxRateLimited = 50
+	// longPause: a job that meets a pause longer than this is handed back
+	// with a delay instead of holding a slot and its message for it.
+	longPause = 2 * time.Minute
+	// persistBackoffCap bounds the wait between tries of a write that must
+	// not be lost (the record of an accepted request).
+	persistBackoffCap = 5 * time.Second
+)
+
+// errClass is what the worker does with a failed request.
+type errClass int
+
+const (
+	classTransient errClass = iota
+	classRateLimited
+	classPermanent
+)
+
+// classify sorts a submit error with the thingspace package's rules. An
+// error that is not ThingSpace's (a bug in a fake, a wrapped network
+// error) is treated as transient: retrying is the safe side. Auth failures
+// are transient too: they are the deployment's problem, not the request's,
+// and must not fail devices.
+func classify(err error) (errClass, time.Duration) {
+	if d, ok := thingspace.IsRateLimited(err); ok {
+		return classRateLimited, d
+	}
+	if thingspace.IsPermanent(err) {
+		return classPermanent, 0
+	}
+	return classTransient, 0
+}
+
+// faultOf turns a permanent refusal into the fault of its devices.
+func faultOf(err error) *model.Fault {
+	var te *thingspace.Error
+	if errors.As(err, &te) {
+		f := &model.Fault{Code: te.Code, Message: te.Message}
+		if f.Code == "" {
+			f.Code = FaultRejected
+			if te.Status != 0 {
+				f.Code = fmt.Sprintf("HTTP_%d", te.Status)
+			}
+		}
+		if f.Message == "" {
+			f.Message = te.Error()
+		}
+		return f
+	}
+	return &model.Fault{Code: FaultRejected, Message: err.Error()}
+}
+
+// runChunk settles chunk i of the job: skipped when the journal has it,
+// else submitted and recorded.
+func (w *Worker) runChunk(ctx context.Context, d *delivery, i int, devs []model.Device) error {
+	log := d.log.With(zap.Int("chunk", i))
+	ce, ok, err := w.journalGet(ctx, d.job.JobID, i)
+	if err != nil {
+		return err
+	}
+	if ok {
+		// Limitation: chunks are identified by index, so every process
+		// must run with the same TSFB_CHUNK_SIZE; a job redelivered to a
+		// process with another size is split differently.
+		w.stats.ChunksSkip.Add(1)
+		log.Debug("worker_chunk_skipped", zap.String("request_id", ce.RequestID))
+		if ce.RequestID == "" {
+			return nil // failed for good; its devices were recorded first
+		}
+		// The crash may have come between the journal and the event; the
+		// stream drops the repeat when the event did go out.
+		return w.publishSubmitted(ctx, d, ce.RequestID, devs, ce.PossibleDuplicate)
+	}
+
+	id, dup, fault, err := w.submit(ctx, d, devs)
+	if err != nil {
+		return err
+	}
+	if fault != nil {
+		log.Warn("worker_chunk_refused", zap.String("code", fault.Code), zap.String("message", fault.Message))
+		if err := w.failDevices(ctx, d, i, devs, fault); err != nil {
+			return err
+		}
+		w.stats.ChunksFailed.Add(1)
+		_, err := w.journalPut(ctx, d.job.JobID, i, chunkEntry{Fault: fault, Devices: len(devs),
+			At: time.Now().UTC()})
+		return err
+	}
+
+	// ThingSpace has the request now: these writes are retried until
+	// they succeed, since giving up here means submitting it again.
+	// The record goes first: the correlator waits for it.
+	rec := model.RequestRecord{RequestID: id, JobID: d.job.JobID, AccountName: d.job.AccountName,
+		ReplyTo: d.job.ReplyTo, Chunk: i, Devices: devs, SubmittedAt: time.Now().UnixMilli()}
+	if err := w.persist(ctx, log, func(ctx context.Context) error { return w.putRecord(ctx, rec) }); err != nil {
+		return err
+	}
+	var created bool
+	err = w.persist(ctx, log, func(ctx context.Context) error {
+		var err error
+		created, err = w.journalPut(ctx, d.job.JobID, i, chunkEntry{RequestID: id, Devices: len(devs),
+			PossibleDuplicate: dup, At: time.Now().UTC()})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !created {
+		w.stats.PossibleDuplicates.Add(1)
+		log.Warn("worker_chunk_submitted_twice", zap.String("request_id", id))
+	}
+	log.Debug("worker_chunk_submitted", zap.String("request_id", id), zap.Int("devices", len(devs)),
+		zap.Bool("possible_duplicate", dup))
+	return w.persist(ctx, log, func(ctx context.Context) error {
+		return w.publishSubmitted(ctx, d, id, devs, dup)
+	})
+}
+
+func (w *Worker) publishSubmitted(ctx context.Context, d *delivery, id string, devs []model.Device,
+	dup bool) error {
+	return w.bus.PublishEvent(ctx, model.Event{Type: model.EventRequestSubmitted, JobID: d.job.JobID,
+		AccountName: d.job.AccountName, RequestID: id, Devices: devs, PossibleDuplicate: dup},
+		d.job.ReplyTo)
+}
+
+// submit sends one request, waiting on the rate limit before each try. It
+// returns the requestId, or the fault of a permanent refusal, or an error
+// that hands the job back (a *retryLater, or ctx's error).
+func (w *Worker) submit(ctx context.Context, d *delivery, devs []model.Device) (
+	id string, dup bool, fault *model.Fault, err error) {
+	req := model.SetFallbackRequest{Devices: devs, AccountName: d.job.AccountName}
+	attempts, limited := 0, 0
+	for {
+		// Holding a slot through a long pause keeps the message from the
+		// other workers for nothing. Near the last delivery the job holds
+		// on instead, so that pauses alone cannot exhaust it.
+		if p := time.Until(w.lim.PausedUntil()); p > longPause &&
+			int(d.meta.NumDelivered) < w.cfg.MaxDeliver-2 {
+			return "", dup, nil, &retryLater{delay: p, err: errors.New("deployment paused by a 429")}
+		}
+		if err := w.lim.Wait(ctx); err != nil {
+			return "", dup, nil, fmt.Errorf("waiting on the rate limit: %w", err)
+		}
+		id, err := w.api.SetFallbackAttribute(ctx, req)
+		if err == nil {
+			w.stats.Requests.Add(1)
+			return id, dup, nil, nil
+		}
+		if ctx.Err() != nil {
+			return "", dup, nil, ctx.Err()
+		}
+		class, retryAfter := classify(err)
+		switch class {
+		case classPermanent:
+			return "", dup, faultOf(err), nil
+		case classRateLimited:
+			w.stats.RateLimited.Add(1)
+			limited++
+			d.log.Warn("worker_rate_limited", zap.Duration("retry_after", retryAfter), zap.Error(err))
+			w.lim.Pause(ctx, retryAfter)
+			if limited >= maxRateLimited {
+				return "", dup, nil, &retryLater{delay: w.backoff.redelivery(int(d.meta.NumDelivered)), err: err}
+			}
+			continue
+		}
+		attempts++
+		w.stats.Retries.Add(1)
+		if thingspace.MaybeExecuted(err) {
+			// Limitation: the mark lives in this delivery; when the job
+			// is handed back, the next delivery's request is not marked.
+			dup = true
+			w.stats.PossibleDuplicates.Add(1)
+		}
+		if attempts >= w.backoff.attempts {
+			return "", dup, nil, &retryLater{delay: w.backoff.redelivery(int(d.meta.NumDelivered)), err: err}
+		}
+		wait := w.backoff.retry(attempts)
+		d.log.Warn("worker_submit_retry", zap.Int("attempt", attempts), zap.Duration("wait", wait),
+			zap.Bool("maybe_executed", thingspace.MaybeExecuted(err)), zap.Error(err))
+		if err := sleep(ctx, wait); err != nil {
+			return "", dup, nil, err
+		}
+	}
+}
+
+// persist runs op until it succeeds or ctx ends, for writes that must not
+// be lost. A key ThingSpace made unusable is not retried.
+func (w *Worker) persist(ctx context.Context, log *zap.Logger, op func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		err := op(ctx)
+		if err == nil || errors.Is(err, jetstream.ErrInvalidKey) || ctx.Err() != nil {
+			return err
+		}
+		wait := jitter(expo(w.backoff.base, persistBackoffCap, attempt))
+		log.Warn("worker_persist_retry", zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// failDevices records device.failed for every device of the chunk.
+func (w *Worker) failDevices(ctx context.Context, d *delivery, i int, devs []model.Device,
+	fault *model.Fault) error {
+	outs := make([]progress.Outcome, len(devs))
+	for k := range devs {
+		outs[k] = progress.Outcome{
+			Event: model.Event{Type: model.EventDeviceFailed, JobID: d.job.JobID,
+				AccountName: d.job.AccountName, Device: &devs[k], Status: model.StatusFailed, Fault: fault},
+			ReplyTo: d.job.ReplyTo,
+			Source:  chunkSource(d.job.JobID, i),
+		}
+	}
+	if err := w.tr.Record(ctx, outs); err != nil {
+		return fmt.Errorf("recording failed devices of chunk %d: %w", i, err)
+	}
+	return nil
+}

@@ -1,0 +1,23 @@
+// Package worker consumes fallback jobs from the FALLBACK_JOBS stream and
+// submits them to ThingSpace: it validates each job, splits it into
+// requests of at most TSFB_CHUNK_SIZE devices, waits on the deployment's
+// rate limit, posts each request, records its requestId for the callback
+// correlator and publishes the job's result events.
+//
+// The rules that make a job survive crashes and redeliveries:
+//
+//   - A job message is acknowledged only after every chunk has a recorded
+//     requestId or a final failure.
+//   - After each accepted request the worker writes the RequestRecord (the
+//     correlator waits for it), then the chunk's entry in the submit
+//     journal, then the request.submitted event. A redelivered job skips
+//     the chunks the journal knows and publishes their events again, which
+//     the results stream deduplicates.
+//   - The only gap left is a crash between ThingSpace accepting a request
+//     and the journal write: that chunk is submitted again on redelivery.
+//     A retry after an ambiguous failure (a timeout after the request was
+//     sent) is marked as a possible duplicate and counted.
+//   - While a job waits on the rate limit or on ThingSpace, its message is
+//     kept alive with in-progress acknowledgements, so it is not delivered
+//     to a second worker.
+package worker

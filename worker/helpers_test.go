@@ -1,0 +1,226 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/progress"
+	"github.com/tsfallback/tsfallback/queue"
+	"github.com/tsfallback/tsfallback/queue/queuetest"
+	"github.com/tsfallback/tsfallback/ratelimit"
+)
+
+const testAccount = "0000123456-00001"
+
+// fastBackoff keeps retries and redeliveries within milliseconds.
+var fastBackoff = backoffPolicy{
+	base:          time.Millisecond,
+	cap:           5 * time.Millisecond,
+	attempts:      2,
+	redeliverBase: 10 * time.Millisecond,
+	redeliverCap:  20 * time.Millisecond,
+}
+
+// fakeAPI records every request and answers with fn (or a fresh id).
+type fakeAPI struct {
+	mu    sync.Mutex
+	calls []model.SetFallbackRequest
+	n     int
+	fn    func(call int, req model.SetFallbackRequest) (string, error)
+}
+
+func (f *fakeAPI) SetFallbackAttribute(ctx context.Context, req model.SetFallbackRequest) (string, error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, req)
+	call := f.n
+	f.n++
+	fn := f.fn
+	f.mu.Unlock()
+	if fn != nil {
+		return fn(call, req)
+	}
+	return fmt.Sprintf("req-%04d", call), nil
+}
+
+func (f *fakeAPI) requests() []model.SetFallbackRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]model.SetFallbackRequest(nil), f.calls...)
+}
+
+type harness struct {
+	bus *queue.Bus
+	w   *Worker
+	lim *ratelimit.Limiter
+	tr  *progress.Tracker
+}
+
+// start runs a worker on a fresh server until the test ends.
+func start(t *testing.T, cfg Config, api Submitter) *harness {
+	t.Helper()
+	bus := queuetest.Bus(t)
+	return startOn(t, bus, cfg, api)
+}
+
+func startOn(t *testing.T, bus *queue.Bus, cfg Config, api Submitter) *harness {
+	t.Helper()
+	log := zaptest.NewLogger(t)
+	lim, err := ratelimit.New(context.Background(), ratelimit.Config{RPS: 1000, Burst: 100}, nil, "test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := progress.New(bus, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.Defaulted()
+	w, err := New(cfg, bus, api, lim, tr, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.backoff = fastBackoff
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		lim.Close()
+	})
+	return &harness{bus: bus, w: w, lim: lim, tr: tr}
+}
+
+func devices(seed uint64, n int) []model.Device {
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	out := make([]model.Device, n)
+	for i := range out {
+		out[i] = model.RandomDevice(r)
+	}
+	return out
+}
+
+func publish(t *testing.T, bus *queue.Bus, subject string, body any) {
+	t.Helper()
+	data, ok := body.([]byte)
+	if !ok {
+		var err error
+		if data, err = json.Marshal(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := bus.JS.Publish(ctx, subject, data); err != nil {
+		t.Fatalf("publishing job: %v", err)
+	}
+}
+
+// streamMsgs returns every message of a stream.
+func streamMsgs(t *testing.T, bus *queue.Bus, stream string) []jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := bus.JS.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(int(info.State.Msgs), jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for m := range batch.Messages() {
+		out = append(out, m)
+	}
+	return out
+}
+
+// events returns the result events published so far.
+func events(t *testing.T, bus *queue.Bus) []model.Event {
+	t.Helper()
+	var out []model.Event
+	for _, m := range streamMsgs(t, bus, queue.StreamResults) {
+		var e model.Event
+		if err := json.Unmarshal(m.Data(), &e); err != nil {
+			t.Fatalf("decoding event: %v", err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func ofType(es []model.Event, typ string) []model.Event {
+	var out []model.Event
+	for _, e := range es {
+		if e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// jobsLeft is the number of messages still in FALLBACK_JOBS: a work-queue
+// stream drops a message once it is acknowledged or terminated.
+func jobsLeft(t *testing.T, bus *queue.Bus) uint64 {
+	t.Helper()
+	s, err := bus.JS.Stream(context.Background(), queue.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func getRecord(t *testing.T, bus *queue.Bus, id string) (model.RequestRecord, bool) {
+	t.Helper()
+	e, err := bus.Requests.Get(context.Background(), id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return model.RequestRecord{}, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec model.RequestRecord
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec, true
+}

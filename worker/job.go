@@ -1,0 +1,304 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/queue"
+)
+
+// invalidAccount names the account of a rejected job whose account name is
+// unusable both in the body and in the subject, so its event still has a
+// subject.
+const invalidAccount = "_invalid"
+
+// Fault codes of failures decided by the worker, not ThingSpace.
+const (
+	FaultGaveUp   = "TSFB_GAVE_UP"
+	FaultRejected = "TSFB_REQUEST_REJECTED"
+)
+
+// retryLater asks for the job to be delivered again after delay.
+type retryLater struct {
+	delay time.Duration
+	err   error
+}
+
+func (r *retryLater) Error() string {
+	return fmt.Sprintf("retrying job in %s: %v", r.delay, r.err)
+}
+
+func (r *retryLater) Unwrap() error { return r.err }
+
+// delivery is one job being processed.
+type delivery struct {
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	job  model.Job
+	log  *zap.Logger
+}
+
+// handle processes one delivery and settles its message.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+	stop := w.keepAlive(msg)
+	defer stop()
+
+	meta, err := msg.Metadata()
+	if err != nil {
+		// Not a JetStream message: nothing can be settled.
+		w.log.Error("worker_bad_message", zap.Error(err))
+		return
+	}
+	d := &delivery{msg: msg, meta: meta,
+		log: w.log.With(zap.Uint64("stream_seq", meta.Sequence.Stream),
+			zap.Uint64("delivery", meta.NumDelivered))}
+
+	err = w.process(ctx, d)
+	var rl *retryLater
+	switch {
+	case err == nil:
+		if err := msg.DoubleAck(ctx); err != nil {
+			// Redelivered later; the journal makes that harmless.
+			d.log.Warn("worker_ack_failed", zap.String("job_id", d.job.JobID), zap.Error(err))
+			return
+		}
+		w.stats.JobsDone.Add(1)
+		d.log.Debug("worker_job_done", zap.String("job_id", d.job.JobID))
+	case errors.Is(err, errSettled):
+	case ctx.Err() != nil:
+		// Shutdown: give the job back at once for another worker.
+		if int(meta.NumDelivered) >= w.cfg.MaxDeliver && w.requeue(d) {
+			return
+		}
+		_ = msg.Nak()
+		d.log.Info("worker_job_interrupted", zap.String("job_id", d.job.JobID))
+	case int(meta.NumDelivered) >= w.cfg.MaxDeliver:
+		w.giveUp(ctx, d, err)
+	case errors.As(err, &rl):
+		w.stats.JobsRetried.Add(1)
+		d.log.Warn("worker_job_retry_later", zap.String("job_id", d.job.JobID),
+			zap.Duration("delay", rl.delay), zap.Error(err))
+		_ = msg.NakWithDelay(rl.delay)
+	default:
+		delay := w.backoff.redelivery(int(meta.NumDelivered))
+		w.stats.JobsRetried.Add(1)
+		d.log.Warn("worker_job_retry_later", zap.String("job_id", d.job.JobID),
+			zap.Duration("delay", delay), zap.Error(err))
+		_ = msg.NakWithDelay(delay)
+	}
+}
+
+// requeueTimeout bounds the publish of a requeued job during shutdown.
+const requeueTimeout = 5 * time.Second
+
+// requeue publishes a copy of a job interrupted by a shutdown during its
+// last delivery, which a Nak would not bring back, and terminates the
+// original. The copy carries the job id, so its journal still applies. It
+// reports whether it did.
+func (w *Worker) requeue(d *delivery) bool {
+	if model.ValidateJobID(d.job.JobID) != nil || len(d.job.Devices) == 0 {
+		return false
+	}
+	data, err := json.Marshal(d.job)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), requeueTimeout)
+	defer cancel()
+	if _, err := w.bus.JS.Publish(ctx, d.msg.Subject(), data); err != nil {
+		d.log.Warn("worker_requeue_failed", zap.Error(err))
+		return false
+	}
+	if err := d.msg.Term(); err != nil {
+		d.log.Warn("worker_term_failed", zap.Error(err))
+	}
+	d.log.Info("worker_job_requeued")
+	return true
+}
+
+// errSettled: process already acknowledged or terminated the message.
+var errSettled = errors.New("worker: message settled")
+
+// keepAlive sends in-progress acks every third of AckWait until stopped,
+// so that a job waiting on the rate limit or on ThingSpace is not
+// delivered to a second worker.
+func (w *Worker) keepAlive(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(w.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := msg.InProgress(); err != nil {
+					w.log.Debug("worker_in_progress_failed", zap.Error(err))
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+// process validates the job, submits every chunk not yet settled and
+// returns nil when the message may be acknowledged.
+func (w *Worker) process(ctx context.Context, d *delivery) error {
+	job, err := model.DecodeJob(d.msg.Data(), w.cfg.MaxJobDevices)
+	d.job = job
+	var problems []model.Problem
+	var inv *model.InvalidJobError
+	if errors.As(err, &inv) {
+		problems = inv.Problems
+	} else if err != nil {
+		problems = []model.Problem{{Device: -1, Field: "body", Reason: err.Error()}}
+	}
+	subjAccount := strings.TrimPrefix(d.msg.Subject(), queue.JobsPrefix+".")
+	if model.ValidateAccountName(job.AccountName) == nil && subjAccount != job.AccountName {
+		problems = append(problems, model.Problem{Device: -1, Field: "accountName",
+			Reason: fmt.Sprintf("job for account %s published on subject %s", job.AccountName, d.msg.Subject())})
+	}
+	if d.job.JobID == "" || hasProblem(problems, "jobId") {
+		// The same message gets the same id on every delivery; the
+		// timestamp keeps ids apart if the stream is ever re-created
+		// and its sequence starts again.
+		d.job.JobID = fmt.Sprintf("seq-%d-%x", d.meta.Sequence.Stream, d.meta.Timestamp.UnixNano())
+	}
+	d.log = d.log.With(zap.String("job_id", d.job.JobID))
+	if len(problems) > 0 {
+		return w.reject(ctx, d, subjAccount, problems)
+	}
+
+	if err := w.tr.StartJob(ctx, d.job); err != nil {
+		return err
+	}
+	if err := w.bus.PublishEvent(ctx, model.Event{Type: model.EventJobAccepted, JobID: d.job.JobID,
+		AccountName: d.job.AccountName}, d.job.ReplyTo); err != nil {
+		return err
+	}
+	if d.meta.NumDelivered == 1 {
+		w.stats.JobsAccepted.Add(1)
+	}
+	d.log.Debug("worker_job_accepted", zap.Int("devices", len(d.job.Devices)))
+
+	for i, devs := range chunks(d.job.Devices, w.cfg.ChunkSize) {
+		if err := w.runChunk(ctx, d, i, devs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hasProblem(ps []model.Problem, field string) bool {
+	for _, p := range ps {
+		if p.Device < 0 && p.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+// chunks splits devices into runs of at most size.
+func chunks(devices []model.Device, size int) [][]model.Device {
+	var out [][]model.Device
+	for start := 0; start < len(devices); start += size {
+		out = append(out, devices[start:min(start+size, len(devices))])
+	}
+	return out
+}
+
+// reject publishes job.rejected naming every problem, keeps a copy of the
+// message in the dead-letter stream and terminates it: an invalid job is
+// never retried.
+func (w *Worker) reject(ctx context.Context, d *delivery, subjAccount string, problems []model.Problem) error {
+	account := d.job.AccountName
+	if model.ValidateAccountName(account) != nil {
+		account = subjAccount
+		if model.ValidateAccountName(account) != nil {
+			account = invalidAccount
+		}
+	}
+	replyTo := d.job.ReplyTo
+	if hasProblem(problems, "replyTo") {
+		replyTo = ""
+	}
+	ev := model.Event{Type: model.EventJobRejected, JobID: d.job.JobID, AccountName: account,
+		Problems: problems}
+	if err := w.bus.PublishEvent(ctx, ev, replyTo); err != nil {
+		return err
+	}
+	reason := (&model.InvalidJobError{Problems: problems}).Error()
+	if err := w.bus.DeadLetter(ctx, queue.DeadJobs, reason, d.msg.Data(), d.msg.Subject()); err != nil {
+		return err
+	}
+	if err := d.msg.Term(); err != nil {
+		d.log.Warn("worker_term_failed", zap.Error(err))
+	}
+	w.stats.JobsRejected.Add(1)
+	d.log.Warn("worker_job_rejected", zap.Int("problems", len(problems)), zap.String("reason", reason))
+	return errSettled
+}
+
+// giveUp ends a job whose last delivery failed: every device of a chunk
+// that has no requestId gets device.failed, the job gets job.failed, and
+// the message goes to the dead-letter stream.
+func (w *Worker) giveUp(ctx context.Context, d *delivery, cause error) {
+	w.stats.JobsFailed.Add(1)
+	d.log.Error("worker_job_gave_up", zap.Uint64("deliveries", d.meta.NumDelivered), zap.Error(cause))
+	fault := &model.Fault{Code: FaultGaveUp,
+		Message: fmt.Sprintf("gave up after %d deliveries: %v", d.meta.NumDelivered, cause)}
+	err := w.failUnsettled(ctx, d, fault)
+	if err == nil {
+		err = w.bus.PublishEvent(ctx, model.Event{Type: model.EventJobFailed, JobID: d.job.JobID,
+			AccountName: d.job.AccountName, Fault: fault}, d.job.ReplyTo)
+	}
+	if err == nil {
+		err = w.bus.DeadLetter(ctx, queue.DeadJobs, fault.Message, d.msg.Data(), d.msg.Subject())
+	}
+	if err != nil {
+		// Limitation: the message has used its last delivery, so nothing
+		// retries this; the job stays incomplete until an operator
+		// republishes it from the stream.
+		d.log.Error("worker_give_up_failed", zap.Error(err))
+	}
+	if err := d.msg.Term(); err != nil {
+		d.log.Warn("worker_term_failed", zap.Error(err))
+	}
+}
+
+// failUnsettled records device.failed for every device of every chunk the
+// journal does not know.
+func (w *Worker) failUnsettled(ctx context.Context, d *delivery, fault *model.Fault) error {
+	if model.ValidateJobID(d.job.JobID) != nil || model.ValidateAccountName(d.job.AccountName) != nil {
+		return nil
+	}
+	for i, devs := range chunks(d.job.Devices, w.cfg.ChunkSize) {
+		if _, ok, err := w.journalGet(ctx, d.job.JobID, i); err != nil {
+			return err
+		} else if ok {
+			continue
+		}
+		if err := w.failDevices(ctx, d, i, devs, fault); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func chunkSource(jobID string, chunk int) string {
+	return "worker:" + jobID + "." + strconv.Itoa(chunk)
+}

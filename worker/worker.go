@@ -1,0 +1,272 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/progress"
+	"github.com/tsfallback/tsfallback/queue"
+	"github.com/tsfallback/tsfallback/ratelimit"
+)
+
+// Submitter sends one setfallbackattribute request; *thingspace.Client is
+// one.
+type Submitter interface {
+	SetFallbackAttribute(ctx context.Context, req model.SetFallbackRequest) (string, error)
+}
+
+// Loop settings.
+const (
+	// fetchWait bounds one pull, so that a stop is noticed within it.
+	fetchWait = time.Second
+	// ackPendingProcesses sizes MaxAckPending, which counts the jobs in
+	// flight across every process of the consumer: room for this many
+	// processes, each with all its slots busy.
+	ackPendingProcesses = 64
+	// recoverBackoff is the pause after a failed pull before the next.
+	recoverBackoff = time.Second
+)
+
+// ErrNoConsumer wraps a failure to create the jobs consumer.
+var ErrNoConsumer = errors.New("worker: cannot create the jobs consumer")
+
+// Stats are counters since the worker started, for metrics and tests.
+type Stats struct {
+	JobsAccepted atomic.Int64
+	JobsRejected atomic.Int64
+	JobsDone     atomic.Int64 // acknowledged after every chunk was settled
+	JobsFailed   atomic.Int64 // given up after the last delivery
+	JobsRetried  atomic.Int64 // negatively acknowledged for a later delivery
+	Requests     atomic.Int64 // requests ThingSpace accepted
+	ChunksSkip   atomic.Int64 // chunks the journal already had
+	ChunksFailed atomic.Int64 // chunks ThingSpace refused for good
+	RateLimited  atomic.Int64 // 429 and 503 answers
+	Retries      atomic.Int64 // requests sent again after a transient error
+	// PossibleDuplicates counts requests sent again after an ambiguous
+	// failure, and journal entries found written by another delivery.
+	PossibleDuplicates atomic.Int64
+}
+
+// Worker consumes jobs and submits them.
+type Worker struct {
+	cfg Config
+	bus *queue.Bus
+	api Submitter
+	lim *ratelimit.Limiter
+	tr  *progress.Tracker
+	log *zap.Logger
+
+	stats Stats
+	// backoff is the base of the retry waits; tests shorten it.
+	backoff backoffPolicy
+
+	mu   sync.Mutex
+	cons jetstream.Consumer
+}
+
+// New returns a worker; Run starts it.
+func New(cfg Config, bus *queue.Bus, api Submitter, lim *ratelimit.Limiter,
+	tr *progress.Tracker, log *zap.Logger) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case bus == nil || bus.JS == nil || bus.Requests == nil || bus.Chunks == nil:
+		return nil, errors.New("worker: a bus with the requests and chunks buckets is required")
+	case api == nil:
+		return nil, errors.New("worker: a ThingSpace submitter is required")
+	case lim == nil:
+		return nil, errors.New("worker: a rate limiter is required")
+	case tr == nil:
+		return nil, errors.New("worker: a progress tracker is required")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Worker{
+		cfg:     cfg,
+		bus:     bus,
+		api:     api,
+		lim:     lim,
+		tr:      tr,
+		log:     log.Named("worker"),
+		backoff: defaultBackoff,
+	}, nil
+}
+
+// Stats returns the worker's counters.
+func (w *Worker) Stats() *Stats { return &w.stats }
+
+// Run consumes jobs until ctx ends, then stops in two stages: it fetches no
+// more jobs and lets those in flight finish within ShutdownTimeout, then
+// cancels them. A cancelled job is left unacknowledged for redelivery; its
+// journal keeps the chunks already submitted from being sent again.
+func (w *Worker) Run(ctx context.Context) error {
+	if _, err := w.ensureConsumer(ctx); err != nil {
+		return err
+	}
+	w.log.Info("worker_started", zap.String("consumer", w.cfg.Consumer),
+		zap.Int("concurrency", w.cfg.Concurrency), zap.Int("chunk_size", w.cfg.ChunkSize))
+
+	// Jobs get a context of their own, so that stopping the fetch loop
+	// does not cut a request in half.
+	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelJobs()
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, w.cfg.Concurrency)
+
+	for ctx.Err() == nil {
+		// While the deployment is paused, a new job could not start
+		// anyway: leave it in the stream for whoever is free later.
+		if d := time.Until(w.lim.PausedUntil()); d > 0 {
+			if sleep(ctx, d) != nil {
+				break
+			}
+		}
+		n := acquire(ctx, slots)
+		if n == 0 {
+			break
+		}
+		got, err := w.fetch(ctx, n, func(msg jetstream.Msg) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				w.handle(jobCtx, msg)
+			}()
+		})
+		release(slots, n-got)
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("worker_fetch_failed", zap.Error(err))
+			w.recover(ctx)
+			_ = sleep(ctx, recoverBackoff)
+		}
+	}
+
+	w.log.Info("worker_stopping", zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(w.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		w.log.Warn("worker_shutdown_timeout", zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout))
+		cancelJobs()
+		<-done
+	}
+	w.log.Info("worker_stopped")
+	return nil
+}
+
+// acquire takes one free slot, waiting for it, and then every other free
+// slot without waiting. It returns how many it took: 0 when ctx ended.
+func acquire(ctx context.Context, slots chan struct{}) int {
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0
+	}
+	n := 1
+	for n < cap(slots) {
+		select {
+		case slots <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+func release(slots chan struct{}, n int) {
+	for range n {
+		<-slots
+	}
+}
+
+// fetch pulls up to n jobs and hands each to start; it returns how many it
+// started.
+func (w *Worker) fetch(ctx context.Context, n int, start func(jetstream.Msg)) (int, error) {
+	cons, err := w.consumer(ctx)
+	if err != nil {
+		return 0, err
+	}
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
+	if err != nil {
+		return 0, fmt.Errorf("fetching jobs: %w", err)
+	}
+	got := 0
+	for msg := range batch.Messages() {
+		got++
+		start(msg)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
+		!errors.Is(err, context.DeadlineExceeded) {
+		return got, fmt.Errorf("fetching jobs: %w", err)
+	}
+	return got, nil
+}
+
+func (w *Worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	w.mu.Lock()
+	cons := w.cons
+	w.mu.Unlock()
+	if cons != nil {
+		return cons, nil
+	}
+	return w.ensureConsumer(ctx)
+}
+
+// ensureConsumer creates or updates the durable jobs consumer. Every
+// worker process does it at start; the settings are the same for all.
+func (w *Worker) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := w.bus.JS.CreateOrUpdateConsumer(ctx, queue.StreamJobs, jetstream.ConsumerConfig{
+		Durable:       w.cfg.Consumer,
+		Description:   "tsfallback workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxDeliver:    w.cfg.MaxDeliver,
+		MaxAckPending: w.cfg.Concurrency * ackPendingProcesses,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: %w", ErrNoConsumer, w.cfg.Consumer, err)
+	}
+	w.mu.Lock()
+	w.cons = cons
+	w.mu.Unlock()
+	return cons, nil
+}
+
+// recover re-creates the streams, buckets and consumer when the server has
+// lost them (a restart without its store, an operator's mistake).
+func (w *Worker) recover(ctx context.Context) {
+	cons, err := w.consumer(ctx)
+	if err == nil {
+		_, err = cons.Info(ctx)
+	}
+	if err == nil || !queue.IsNotFound(err) {
+		return
+	}
+	w.log.Warn("worker_consumer_lost", zap.Error(err))
+	if err := w.bus.Ensure(ctx); err != nil {
+		w.log.Error("worker_recreate_streams_failed", zap.Error(err))
+		return
+	}
+	if _, err := w.ensureConsumer(ctx); err != nil {
+		w.log.Error("worker_recreate_consumer_failed", zap.Error(err))
+		return
+	}
+	w.log.Info("worker_consumer_recreated")
+}
