@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/thingspace"
+)
+
+func runCallbacks(ctx context.Context, env Env, args []string) error {
+	if len(args) == 0 {
+		return usageErr("callbacks needs a subcommand: register, list or delete")
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlags(env, "callbacks "+sub, "--account ACCOUNT [--url URL] [--service NAME]")
+	account := fs.String("account", "", "ThingSpace account name (required)")
+	url := fs.String("url", "", "public URL of the callback ingester, ending in /callbacks/thingspace (register)")
+	service := fs.String("service", defaultCallbackService, "callback service name")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageErr("unexpected argument %q", pos[0])
+	}
+	if err := model.ValidateAccountName(*account); err != nil {
+		return usageErr("--account: %v", err)
+	}
+	s, err := loadSettings(ctx, env)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(s.Log, env.Stderr, "warn")
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	client, err := thingspace.New(s.ThingSpace, log)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	switch sub {
+	case "register":
+		if *url == "" {
+			return usageErr("register needs --url")
+		}
+		if s.Callback.Username == "" || s.Callback.Password == "" {
+			return usageErr("TSFB_CALLBACK_USERNAME and TSFB_CALLBACK_PASSWORD must be set: ThingSpace echoes them in every callback")
+		}
+		err := client.RegisterCallback(ctx, *account, thingspace.Registration{
+			Name: *service, URL: *url,
+			Username: s.Callback.Username.Reveal(), Password: s.Callback.Password.Reveal(),
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "registered %s for account %s at %s\n", *service, *account, *url)
+		return nil
+	case "list":
+		regs, err := client.ListCallbacks(ctx, *account)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(env.Stdout)
+		for _, r := range regs {
+			// The password is never printed.
+			if err := enc.Encode(map[string]string{"name": r.Name, "url": r.URL}); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "delete":
+		if err := client.DeleteCallback(ctx, *account, *service); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "deleted %s for account %s\n", *service, *account)
+		return nil
+	default:
+		return usageErr("unknown callbacks subcommand %q (want register, list or delete)", sub)
+	}
+}
+
+// defaultCallbackService is the service registered when none is named. No
+// ThingSpace page names the service that carries setfallbackattribute
+// results; DeviceProfileService carries the results of profile changes.
+const defaultCallbackService = "DeviceProfileService"

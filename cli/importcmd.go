@@ -1,0 +1,100 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/tsfallback/tsfallback/importer"
+	"github.com/tsfallback/tsfallback/queue"
+)
+
+func runImport(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "import", "--account ACCOUNT [--job-size N] [--run-id ID] [--dry-run] [--report FILE] FILE... (- reads standard input)")
+	var o importer.Options
+	var sep, report string
+	var quiet bool
+	fs.StringVar(&o.Account, "account", "", "account of rows without an account column")
+	fs.IntVar(&o.JobSize, "job-size", 0, "devices per job (default 1000)")
+	fs.StringVar(&o.RunID, "run-id", "", "run id: the same id re-publishes the same jobs, so a re-run submits nothing twice (default: new)")
+	fs.StringVar(&o.ReplyTo, "reply-to", "", "NATS subject that also receives the jobs' result events")
+	fs.BoolVar(&o.DryRun, "dry-run", false, "check every row, publish nothing")
+	fs.StringVar(&sep, "separator", "", "field separator: comma, semicolon or tab (default: detected)")
+	fs.StringVar(&report, "report", "", "write rejected rows to this file as JSON lines")
+	fs.BoolVar(&quiet, "quiet", false, "no progress output")
+	files, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return usageErr("import needs at least one FILE (- reads standard input)")
+	}
+	o.Files = files
+	switch sep {
+	case "":
+	case ",", "comma":
+		o.Separator = ','
+	case ";", "semicolon":
+		o.Separator = ';'
+	case "\t", "tab":
+		o.Separator = '\t'
+	default:
+		return usageErr("--separator: %q, want comma, semicolon or tab", sep)
+	}
+	if !quiet {
+		o.Progress = env.Stderr
+	}
+	if report != "" {
+		f, err := os.Create(report)
+		if err != nil {
+			return usageErr("--report: %v", err)
+		}
+		defer f.Close()
+		o.Report = f
+	}
+	s, err := loadSettings(ctx, env)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	log, err := newLogger(s.Log, env.Stderr, "warn")
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	var bus *queue.Bus
+	if !o.DryRun {
+		if bus, err = queue.Open(ctx, s.Queue, "tsfallback-import", log); err != nil {
+			return err
+		}
+		defer bus.Close()
+	}
+	res, runErr := runImporter(ctx, bus, s.Import, o, env, log)
+	code := importer.ExitCode(res, runErr)
+	switch {
+	case runErr != nil && errors.Is(runErr, importer.ErrOptions):
+		return usageErr("%v", runErr)
+	case runErr != nil:
+		return &exitError{code: code, err: runErr}
+	case code != ExitOK:
+		return &exitError{code: code, err: fmt.Errorf("%d rows rejected; the good rows were published", res.Rejected)}
+	}
+	return nil
+}
+
+// runImporter runs an import on bus (nil for a dry run) and writes the
+// summary to env.Stdout.
+func runImporter(ctx context.Context, bus *queue.Bus, cfg importer.Config, o importer.Options,
+	env Env, log *zap.Logger) (importer.Result, error) {
+	var nc *nats.Conn
+	if bus != nil {
+		nc = bus.NC
+	}
+	im, err := importer.New(nc, cfg, log)
+	if err != nil {
+		return importer.Result{}, usageErr("%v", err)
+	}
+	return im.Run(ctx, o, env.Stdin, env.Stdout)
+}

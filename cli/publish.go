@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/queue"
+)
+
+func runPublish(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "publish", "[FILE|-]")
+	maxDevices := fs.Int("max-devices", model.DefaultMaxJobDevices, "most devices a job may hold (as the workers' TSFB_MAX_JOB_DEVICES)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 1 {
+		return usageErr("one job file at a time (got %d)", len(pos))
+	}
+	var in io.Reader = env.Stdin
+	name := "standard input"
+	if len(pos) == 1 && pos[0] != "-" {
+		f, err := os.Open(pos[0])
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		defer f.Close()
+		in, name = f, pos[0]
+	}
+	data, err := io.ReadAll(io.LimitReader(in, 64<<20))
+	if err != nil {
+		return usageErr("reading %s: %v", name, err)
+	}
+	job, err := model.DecodeJob(data, *maxDevices)
+	if err != nil {
+		return usageErr("%s: %v", name, err)
+	}
+	if job.JobID == "" {
+		job.JobID = uuid.NewString()
+	}
+	s, err := loadSettings(ctx, env)
+	if err != nil {
+		return err
+	}
+	bus, err := queue.Open(ctx, s.Queue, "tsfallback-publish", zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	ack, err := publishJob(ctx, bus.JS, job)
+	if err != nil {
+		return err
+	}
+	out := map[string]any{"jobId": job.JobID, "accountName": job.AccountName,
+		"devices": len(job.Devices), "stream": ack.Stream, "sequence": ack.Sequence, "duplicate": ack.Duplicate}
+	return json.NewEncoder(env.Stdout).Encode(out)
+}
+
+// publishJob publishes a validated job with its id as Nats-Msg-Id.
+func publishJob(ctx context.Context, js jetstream.JetStream, job model.Job) (*jetstream.PubAck, error) {
+	body, err := json.Marshal(job)
+	if err != nil {
+		return nil, fmt.Errorf("encoding job: %w", err)
+	}
+	msg := nats.NewMsg(queue.JobSubject(job.AccountName))
+	msg.Data = body
+	msg.Header.Set(jetstream.MsgIDHeader, job.JobID)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ack, err := js.PublishMsg(pctx, msg)
+	if err != nil {
+		return nil, fmt.Errorf("publishing job %s: %w", job.JobID, err)
+	}
+	return ack, nil
+}

@@ -1,0 +1,351 @@
+package importer
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/tsfallback/tsfallback/model"
+)
+
+// checkEvery is how many rows pass between checks of the context and the
+// progress clock.
+const checkEvery = 256
+
+// ErrNoAccount is returned for a file with no account column when
+// Options.Account is empty.
+var ErrNoAccount = errors.New("importer: no account: give --account or an account column")
+
+// Importer reads CSV files into jobs and publishes them.
+type Importer struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg Config
+	log *zap.Logger
+
+	// onJob, set by tests, sees every job of a dry run.
+	onJob func(model.Job)
+}
+
+// New returns an Importer that publishes on nc. nc may be nil for an
+// Importer that only does dry runs.
+func New(nc *nats.Conn, cfg Config, log *zap.Logger) (*Importer, error) {
+	cfg = cfg.Defaulted()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	im := &Importer{nc: nc, cfg: cfg, log: log.Named("importer")}
+	if nc != nil {
+		// The client's own limit sits above ours (see publisher), so its
+		// stall never turns into an error; the ack timeout makes a lost
+		// ack an error instead of a hang.
+		js, err := jetstream.New(nc,
+			jetstream.WithPublishAsyncMaxPending(cfg.MaxPending+1),
+			jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
+		if err != nil {
+			return nil, fmt.Errorf("opening JetStream: %w", err)
+		}
+		im.js = js
+	}
+	return im, nil
+}
+
+// run is the state of one Run.
+type run struct {
+	opts   Options
+	res    *Result
+	seen   *seenSet
+	batch  *batcher
+	report *json.Encoder
+	prog   *progress
+	files  []string
+	read   int64 // bytes read so far, for the progress bar
+}
+
+// Run imports opts.Files, reading StdinName from stdin, and writes the
+// summary to stdout when it is not nil. The Result is filled in even after
+// a fatal error; ExitCode maps both to the command's exit status.
+func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
+	stdout io.Writer) (Result, error) {
+	start := time.Now()
+	res := Result{DryRun: opts.DryRun, Rejections: map[string]int{}}
+	opts, err := opts.defaulted()
+	res.RunID = opts.RunID
+	if err != nil {
+		return res, err
+	}
+	if !opts.DryRun && im.js == nil {
+		return res, fmt.Errorf("%w: no NATS connection for a real run", ErrOptions)
+	}
+
+	r := &run{opts: opts, res: &res, seen: newSeenSet()}
+	var payload int64
+	if im.nc != nil {
+		payload = im.nc.MaxPayload()
+	}
+	pub := &publisher{js: im.js, maxPayload: payload, max: im.cfg.MaxPending,
+		res: &res, dryRun: opts.DryRun, onJob: im.onJob}
+	r.batch = &batcher{runID: opts.RunID, replyTo: opts.ReplyTo, size: opts.JobSize,
+		pending: map[string][]model.Device{}, pub: pub}
+	if opts.Report != nil {
+		r.report = json.NewEncoder(opts.Report)
+		r.report.SetEscapeHTML(false)
+	}
+	r.prog = newProgress(opts.Progress, opts.ProgressInterval, totalSize(opts.Files),
+		func() int64 { return r.read })
+	im.log.Info("import_started", zap.String("run_id", opts.RunID),
+		zap.Strings("files", opts.Files), zap.Bool("dry_run", opts.DryRun),
+		zap.Int("job_size", opts.JobSize))
+
+	err = r.all(ctx, stdin, pub)
+	res.Seconds = time.Since(start).Seconds()
+	r.prog.done(&res)
+	if err != nil && !opts.DryRun && r.batch.n > 0 {
+		err = fmt.Errorf("%w (run id %s: re-run with it to publish the rest; jobs "+
+			"already published are not repeated)", err, opts.RunID)
+	}
+	if stdout != nil {
+		if werr := res.WriteSummary(stdout); werr != nil && err == nil {
+			err = fmt.Errorf("writing the summary: %w", werr)
+		}
+	}
+	im.log.Info("import_finished", zap.String("run_id", opts.RunID), zap.Int("rows", res.Rows),
+		zap.Int("devices", res.Devices), zap.Int("jobs", res.Jobs),
+		zap.Int("rejected", res.Rejected), zap.Int("duplicates", res.Duplicates),
+		zap.Bool("failed", err != nil))
+	return res, err
+}
+
+func (r *run) all(ctx context.Context, stdin io.Reader, pub *publisher) error {
+	for i, name := range r.opts.Files {
+		r.files = append(r.files, name)
+		r.res.Files++
+		if err := r.file(ctx, i, name, stdin); err != nil {
+			return err
+		}
+	}
+	if err := r.batch.flush(ctx); err != nil {
+		return err
+	}
+	return pub.drain(ctx)
+}
+
+// file imports one file.
+func (r *run) file(ctx context.Context, idx int, name string, stdin io.Reader) error {
+	var src io.Reader = stdin
+	if name != StdinName {
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("opening %s: %w", name, err)
+		}
+		defer f.Close()
+		src = f
+	} else if stdin == nil {
+		return fmt.Errorf("%w: no standard input", ErrOptions)
+	}
+	br := bufio.NewReader(&countingReader{r: src, n: &r.read})
+	if err := stripBOM(br); err != nil {
+		return fmt.Errorf("reading %s: %w", name, err)
+	}
+	rows := newRowReader(br, byte(r.opts.Separator))
+
+	rec, err := rows.next()
+	if err == io.EOF {
+		return fmt.Errorf("reading %s: %w: the file is empty, want a header row", name, ErrHeader)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", name, err)
+	}
+	if rec.bad != "" {
+		return fmt.Errorf("reading %s: %w: line %d: %s", name, ErrHeader, rec.line, rec.bad)
+	}
+	h, err := parseHeader(rec.fields, rec.line)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", name, err)
+	}
+	if h.account == nil && r.opts.Account == "" {
+		return fmt.Errorf("reading %s: %w", name, ErrNoAccount)
+	}
+
+	for n := 0; ; n++ {
+		if n%checkEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("import interrupted in %s: %w", name, err)
+			}
+			r.prog.tick(r.res)
+		}
+		rec, err := rows.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", name, err)
+		}
+		if err := r.row(ctx, idx, h, rec); err != nil {
+			return err
+		}
+	}
+}
+
+// row checks one data row and hands a good device to the batcher.
+func (r *run) row(ctx context.Context, file int, h header, rec record) error {
+	r.res.Rows++
+	if rec.bad != "" {
+		return r.rejectRow(rec.line, []Rejection{{Line: rec.line, Reason: rec.bad,
+			Code: ReasonMalformed}})
+	}
+	var bad []Rejection
+	ids := make([]model.DeviceID, 0, len(h.ids))
+	for _, c := range h.ids {
+		v := field(rec, c.index)
+		if v == "" {
+			continue
+		}
+		if code, reason := checkID(c.kind, v); code != "" {
+			bad = append(bad, Rejection{Line: rec.line, Column: c.name, Value: v,
+				Reason: reason, Code: code})
+			continue
+		}
+		ids = append(ids, model.DeviceID{Kind: c.kind, ID: v})
+	}
+	if len(bad) == 0 && len(ids) == 0 {
+		bad = append(bad, Rejection{Line: rec.line, Code: ReasonNoIdentifier,
+			Reason: "no identifier: the eid, iccid and imei cells are all empty"})
+	}
+	account, rej := r.account(h, rec)
+	if rej != nil {
+		bad = append(bad, *rej)
+	}
+	if len(bad) > 0 {
+		return r.rejectRow(rec.line, bad)
+	}
+
+	for _, id := range ids {
+		f, line, seen, first := r.seen.lookup(id.Kind, id.ID)
+		if !seen {
+			continue
+		}
+		r.res.Duplicates++
+		if !first {
+			return nil
+		}
+		where := fmt.Sprintf("line %d", line)
+		if f != file {
+			where = fmt.Sprintf("%s line %d", r.files[f], line)
+		}
+		return r.write(Rejection{Line: rec.line, Column: columnName(h, id.Kind), Value: id.ID,
+			Code: ReasonDuplicate, Reason: fmt.Sprintf("duplicate: the same %s as %s, "+
+				"published once", id.Kind, where)})
+	}
+	for _, id := range ids {
+		r.seen.add(id.Kind, id.ID, file, rec.line)
+	}
+	return r.batch.add(ctx, account, model.Device{DeviceIDs: ids})
+}
+
+// account picks the row's account: its cell, else Options.Account.
+func (r *run) account(h header, rec record) (string, *Rejection) {
+	if h.account == nil {
+		return r.opts.Account, nil
+	}
+	v := field(rec, h.account.index)
+	rej := &Rejection{Line: rec.line, Column: h.account.name, Value: v}
+	switch {
+	case v == "" && r.opts.Account == "":
+		rej.Code, rej.Reason = ReasonNoAccount,
+			"no account: the cell is empty and no --account was given"
+	case v == "":
+		return r.opts.Account, nil
+	case model.ValidateAccountName(v) != nil:
+		rej.Code, rej.Reason = ReasonBadAccount,
+			"not an account name: want 10 digits, a hyphen and 5 digits"
+	case r.opts.Account != "" && v != r.opts.Account:
+		rej.Code, rej.Reason = ReasonAccountMismatch, fmt.Sprintf("the row says account %s "+
+			"but --account is %s", v, r.opts.Account)
+	default:
+		return v, nil
+	}
+	return "", rej
+}
+
+func (r *run) rejectRow(line int, bad []Rejection) error {
+	r.res.Rejected++
+	for _, b := range bad {
+		r.res.Rejections[b.Code]++
+		if err := r.write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// write adds a line to the report.
+func (r *run) write(rej Rejection) error {
+	if r.report == nil {
+		return nil
+	}
+	if name := r.files[len(r.files)-1]; name != StdinName {
+		rej.File = name
+	}
+	rej.Value = reportValue(rej.Value)
+	if err := r.report.Encode(rej); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	return nil
+}
+
+func field(rec record, i int) string {
+	if i >= len(rec.fields) {
+		return ""
+	}
+	return string(rec.fields[i])
+}
+
+func columnName(h header, kind string) string {
+	for _, c := range h.ids {
+		if c.kind == kind {
+			return c.name
+		}
+	}
+	return kind
+}
+
+// totalSize sums the sizes of the regular files, for the progress bar; 0
+// when any is unknown.
+func totalSize(files []string) int64 {
+	var n int64
+	for _, f := range files {
+		if f == StdinName {
+			return 0
+		}
+		st, err := os.Stat(f)
+		if err != nil || !st.Mode().IsRegular() {
+			return 0
+		}
+		n += st.Size()
+	}
+	return n
+}
+
+type countingReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	*c.n += int64(k)
+	return k, err
+}

@@ -1,0 +1,183 @@
+package importer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/queue"
+)
+
+// ErrPublish is matched by every failed job publish.
+var ErrPublish = errors.New("importer: publishing failed")
+
+// sent is a job publish waiting for its ack.
+type sent struct {
+	jobID   string
+	devices int
+	ack     jetstream.PubAckFuture
+}
+
+// publisher publishes jobs asynchronously and checks every ack in order.
+// It keeps at most max publishes in flight itself, rather than relying on
+// the client's limit, whose stall turns into an error after a short wait.
+type publisher struct {
+	js         jetstream.JetStream
+	maxPayload int64
+	max        int
+	inflight   []sent
+	res        *Result
+	dryRun     bool
+	onJob      func(model.Job)
+}
+
+func (p *publisher) publish(ctx context.Context, job model.Job) error {
+	if p.dryRun {
+		if p.onJob != nil {
+			p.onJob(job)
+		}
+		p.acked(job.JobID, len(job.Devices), false)
+		return nil
+	}
+	data, err := json.Marshal(job)
+	if err != nil {
+		return fmt.Errorf("%w: encoding job %s: %w", ErrPublish, job.JobID, err)
+	}
+	if p.maxPayload > 0 && int64(len(data)) > p.maxPayload {
+		return fmt.Errorf("%w: job %s is %d bytes, over the server's limit of %d; "+
+			"use a smaller job size", ErrPublish, job.JobID, len(data), p.maxPayload)
+	}
+	msg := nats.NewMsg(queue.JobSubject(job.AccountName))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, job.JobID)
+
+	for len(p.inflight) >= p.max {
+		if err := p.waitOldest(ctx); err != nil {
+			return err
+		}
+	}
+	f, err := p.js.PublishMsgAsync(msg)
+	if err != nil {
+		return fmt.Errorf("%w: job %s: %w", ErrPublish, job.JobID, err)
+	}
+	p.inflight = append(p.inflight, sent{jobID: job.JobID, devices: len(job.Devices), ack: f})
+	return p.reap()
+}
+
+// reap takes the acks that have already arrived, oldest first, without
+// waiting.
+func (p *publisher) reap() error {
+	for len(p.inflight) > 0 {
+		s := p.inflight[0]
+		select {
+		case a := <-s.ack.Ok():
+			p.pop(s, a)
+		case err := <-s.ack.Err():
+			return fmt.Errorf("%w: job %s: %w", ErrPublish, s.jobID, err)
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// waitOldest waits for the oldest ack. The client's ack timeout bounds the
+// wait, so a lost ack surfaces as an error.
+func (p *publisher) waitOldest(ctx context.Context) error {
+	s := p.inflight[0]
+	select {
+	case a := <-s.ack.Ok():
+		p.pop(s, a)
+		return nil
+	case err := <-s.ack.Err():
+		return fmt.Errorf("%w: job %s: %w", ErrPublish, s.jobID, err)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for the ack of job %s: %w", ErrPublish, s.jobID, ctx.Err())
+	}
+}
+
+// drain waits for every ack.
+func (p *publisher) drain(ctx context.Context) error {
+	for len(p.inflight) > 0 {
+		if err := p.waitOldest(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *publisher) pop(s sent, a *jetstream.PubAck) {
+	p.inflight[0] = sent{}
+	p.inflight = p.inflight[1:]
+	p.acked(s.jobID, s.devices, a.Duplicate)
+}
+
+func (p *publisher) acked(jobID string, devices int, dup bool) {
+	p.res.Jobs++
+	p.res.Devices += devices
+	if dup {
+		p.res.JobsAlreadyPublished++
+	}
+	if p.res.FirstJobID == "" {
+		p.res.FirstJobID = jobID
+	}
+	p.res.LastJobID = jobID
+}
+
+// batcher groups devices per account into jobs of at most size devices,
+// numbered in the order they fill up.
+type batcher struct {
+	runID   string
+	replyTo string
+	size    int
+	n       int
+	order   []string // accounts in order of first appearance
+	pending map[string][]model.Device
+	pub     *publisher
+}
+
+func (b *batcher) add(ctx context.Context, account string, d model.Device) error {
+	devs, ok := b.pending[account]
+	if !ok {
+		b.order = append(b.order, account)
+		devs = make([]model.Device, 0, b.size)
+	}
+	devs = append(devs, d)
+	if len(devs) < b.size {
+		b.pending[account] = devs
+		return nil
+	}
+	// The job is encoded before publish returns, so the slice is reused.
+	b.pending[account] = devs[:0]
+	return b.flushJob(ctx, account, devs)
+}
+
+// flush publishes the partial jobs, accounts in order of first
+// appearance so that job numbers do not depend on map order.
+func (b *batcher) flush(ctx context.Context) error {
+	for _, a := range b.order {
+		if devs := b.pending[a]; len(devs) > 0 {
+			b.pending[a] = nil
+			if err := b.flushJob(ctx, a, devs); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (b *batcher) flushJob(ctx context.Context, account string, devs []model.Device) error {
+	b.n++
+	job := model.Job{
+		JobID:       fmt.Sprintf("%s-%d", b.runID, b.n),
+		AccountName: account,
+		Devices:     devs,
+		ReplyTo:     b.replyTo,
+	}
+	return b.pub.publish(ctx, job)
+}

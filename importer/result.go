@@ -1,0 +1,89 @@
+package importer
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// Exit codes of `tsfallback import`.
+const (
+	ExitOK       = 0 // every row was published
+	ExitRejected = 1 // some rows were rejected; the good ones were published
+	ExitFatal    = 2 // usage or fatal error
+)
+
+// Result sums up a run. After a fatal error it holds what was done up to
+// the error: Devices and Jobs count only acknowledged publishes.
+type Result struct {
+	RunID  string `json:"runId"`
+	DryRun bool   `json:"dryRun,omitempty"`
+	Files  int    `json:"files"`
+	// Rows counts data rows: not the header, blank or comment rows.
+	Rows int `json:"rows"`
+	// Devices and Jobs were published and acknowledged (in a dry run:
+	// would have been published).
+	Devices int `json:"devices"`
+	Jobs    int `json:"jobs"`
+	// JobsAlreadyPublished were acknowledged as duplicates by the stream:
+	// the same job id was published shortly before (a re-run).
+	JobsAlreadyPublished int `json:"jobsAlreadyPublished"`
+	// Rejected counts rejected rows; Rejections counts their problems by
+	// reason code (a row may have several).
+	Rejected   int            `json:"rejected"`
+	Rejections map[string]int `json:"rejectedByReason,omitempty"`
+	// Duplicates counts rows whose device was already accepted.
+	Duplicates int     `json:"duplicates"`
+	FirstJobID string  `json:"firstJobId,omitempty"`
+	LastJobID  string  `json:"lastJobId,omitempty"`
+	Seconds    float64 `json:"seconds"`
+}
+
+// ExitCode maps a run's outcome to the command's exit status.
+func ExitCode(r Result, err error) int {
+	switch {
+	case err != nil:
+		return ExitFatal
+	case r.Rejected > 0:
+		return ExitRejected
+	}
+	return ExitOK
+}
+
+// WriteSummary prints the result for people.
+func (r Result) WriteSummary(w io.Writer) error {
+	var b strings.Builder
+	verb := "published"
+	if r.DryRun {
+		verb = "would publish (dry run)"
+	}
+	fmt.Fprintf(&b, "run id:      %s\n", r.RunID)
+	fmt.Fprintf(&b, "rows:        %d in %d file(s)\n", r.Rows, r.Files)
+	fmt.Fprintf(&b, "%-12s %d devices in %d jobs", verb+":", r.Devices, r.Jobs)
+	if r.FirstJobID != "" {
+		fmt.Fprintf(&b, " (%s .. %s)", r.FirstJobID, r.LastJobID)
+	}
+	b.WriteString("\n")
+	if r.JobsAlreadyPublished > 0 {
+		fmt.Fprintf(&b, "already in the stream: %d jobs (same run id published before)\n",
+			r.JobsAlreadyPublished)
+	}
+	fmt.Fprintf(&b, "rejected:    %d rows\n", r.Rejected)
+	codes := make([]string, 0, len(r.Rejections))
+	for c := range r.Rejections {
+		codes = append(codes, c)
+	}
+	slices.Sort(codes)
+	for _, c := range codes {
+		fmt.Fprintf(&b, "  %-26s %d\n", c, r.Rejections[c])
+	}
+	fmt.Fprintf(&b, "duplicates:  %d rows (not published again)\n", r.Duplicates)
+	rate := 0.0
+	if r.Seconds > 0 {
+		rate = float64(r.Rows) / r.Seconds
+	}
+	fmt.Fprintf(&b, "seconds:     %.2f (%.0f rows/s)\n", r.Seconds, rate)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
