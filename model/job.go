@@ -75,12 +75,28 @@ func DecodeJob(data []byte, maxDevices int) (Job, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&j); err != nil {
-		return j, &InvalidJobError{Problems: []Problem{{Device: -1, Field: "body", Reason: jsonReason(err)}}}
+		return j, bodyProblem(j, jsonReason(err))
 	}
 	if dec.More() {
-		return j, &InvalidJobError{Problems: []Problem{{Device: -1, Field: "body", Reason: "trailing data after the JSON object"}}}
+		return j, bodyProblem(j, "trailing data after the JSON object")
 	}
 	return j, j.Validate(maxDevices)
+}
+
+// bodyProblem reports an undecodable body. The job id and account name
+// are checked as far as they decoded, because callers name the rejection
+// event's subject after them and must know when they cannot.
+func bodyProblem(j Job, why string) error {
+	ps := []Problem{{Device: -1, Field: "body", Reason: why}}
+	if j.JobID != "" {
+		if err := ValidateJobID(j.JobID); err != nil {
+			ps = append(ps, Problem{Device: -1, Field: "jobId", Reason: reason(err)})
+		}
+	}
+	if err := ValidateAccountName(j.AccountName); err != nil {
+		ps = append(ps, Problem{Device: -1, Field: "accountName", Reason: reason(err)})
+	}
+	return &InvalidJobError{Problems: ps}
 }
 
 func jsonReason(err error) string {

@@ -38,10 +38,11 @@ func TestDecodeJobProblems(t *testing.T) {
 		body string
 		want []string // substrings of the problem texts, in order
 	}{
-		{"malformed", `{"accountName":`, []string{"body: malformed JSON"}},
-		{"not object", `[1,2]`, []string{"body: "}},
+		{"malformed", `{"accountName":`, []string{"body: malformed JSON", "accountName: "}},
+		{"not object", `[1,2]`, []string{"body: ", "accountName: "}},
+		{"bad id and body", `{"jobId":"a.b","accountName":"0000123456-00001","devices":3}`, []string{"body: ", "jobId: invalid job id"}},
 		{"trailing", `{"accountName":"0000123456-00001","devices":[{"deviceIds":[{"kind":"eid","id":"` + good + `"}]}]} x`, []string{"trailing data"}},
-		{"unknown field", `{"reply_to":"x"}`, []string{"unknown field"}},
+		{"unknown field", `{"accountName":"0000123456-00001","reply_to":"x"}`, []string{"unknown field"}},
 		{"number id", `{"accountName":"0000123456-00001","devices":[{"deviceIds":[{"kind":"eid","id":123}]}]}`, []string{"wrong JSON type"}},
 		{"no devices", `{"accountName":"0000123456-00001","devices":[]}`, []string{"devices: no devices"}},
 		{"bad account and job", `{"jobId":"a.b","accountName":"12","devices":[{"deviceIds":[{"kind":"eid","id":"` + good + `"}]}]}`,
