@@ -165,8 +165,8 @@ func demo(ctx context.Context, env Env, s Settings, o demoOptions, log *zap.Logg
 
 	cbPassword := randomSecret()
 	s.ThingSpace = thingspace.Config{
-		BaseURL: base, ClientID: scfg.ClientID, ClientSecret: scfg.ClientSecret,
-		Username: scfg.Username, Password: scfg.Password,
+		BaseURL: base, ClientID: scfg.ClientID, ClientSecret: config.Secret(scfg.ClientSecret),
+		Username: scfg.Username, Password: config.Secret(scfg.Password),
 	}.WithDefaults()
 	s.Rate.RPS, s.Rate.Burst = o.rateRPS, o.rateBurst
 	s.Worker = s.Worker.Defaulted()

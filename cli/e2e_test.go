@@ -19,6 +19,7 @@ import (
 	"github.com/sethvargo/go-envconfig"
 	"go.uber.org/zap"
 
+	"github.com/tsfallback/tsfallback/config"
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/queue"
 	"github.com/tsfallback/tsfallback/queue/queuetest"
@@ -99,7 +100,7 @@ func startE2E(t *testing.T, tune func(*sim.Config)) *e2eStack {
 		"TSFB_CALLBACK_UNMATCHED_WAIT":  "1s",
 		"TSFB_RATE_RPS":                 "200",
 		"TSFB_RATE_BURST":               "20",
-		"TSFB_LOG_LEVEL":                "warn",
+		"TSFB_LOG_LEVEL":                "info",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
@@ -126,7 +127,7 @@ func startE2E(t *testing.T, tune func(*sim.Config)) *e2eStack {
 		return resp.StatusCode == http.StatusOK
 	})
 	client, err := thingspace.New(thingspace.Config{BaseURL: base, ClientID: scfg.ClientID,
-		ClientSecret: scfg.ClientSecret, Username: scfg.Username, Password: scfg.Password}.WithDefaults(), zap.NewNop())
+		ClientSecret: config.Secret(scfg.ClientSecret), Username: scfg.Username, Password: config.Secret(scfg.Password)}.WithDefaults(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,8 +309,14 @@ func TestEndToEndBadInputs(t *testing.T) {
 			}
 		}
 	}
-	if strings.Contains(st.stderr.String(), "cb-secret-e2e") {
-		t.Fatal("the callback password reached the log")
+	logs := st.stderr.String()
+	if !strings.Contains(logs, `"msg":"starting"`) {
+		t.Fatalf("no start-up line in the log:\n%s", logs)
+	}
+	for _, secret := range []string{"cb-secret-e2e", sim.DefaultClientSecret, sim.DefaultPassword} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("secret %q reached the log", secret)
+		}
 	}
 }
 

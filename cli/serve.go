@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tsfallback/tsfallback/callback"
+	"github.com/tsfallback/tsfallback/config"
 	"github.com/tsfallback/tsfallback/progress"
 	"github.com/tsfallback/tsfallback/queue"
 	"github.com/tsfallback/tsfallback/ratelimit"
@@ -61,7 +62,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if err := validateFor(s, roles); err != nil {
 		return usageErr("%v", err)
 	}
-	log.Info("starting", zap.Strings("roles", roles), zap.Any("config", s))
+	log.Info("starting", zap.Strings("roles", roles), zap.Any("config", config.Effective(s)))
 
 	if s.Queue.URL == "" {
 		ns, url, err := queue.StartEmbedded(s.Queue.Defaulted().EmbeddedListen, s.Queue.Defaulted().DataDir)

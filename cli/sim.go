@@ -5,13 +5,18 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tsfallback/tsfallback/config"
 	"github.com/tsfallback/tsfallback/thingspace/sim"
 )
 
 func runSim(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "sim", "[--addr HOST:PORT] [flags]")
 	addr := fs.String("addr", sim.DefaultAddr, "listen address of the simulator")
+	// TSFB_SIM_ variables set the defaults; flags override them.
 	cfg := sim.DefaultConfig()
+	if err := config.Load(ctx, env.lookuper(), &cfg); err != nil {
+		return usageErr("%v", err)
+	}
 	cfg.RegisterFlags(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {

@@ -76,3 +76,11 @@ func TestSecretNeverPrints(t *testing.T) {
 		t.Fatal("Reveal lost the value")
 	}
 }
+
+func TestEffective(t *testing.T) {
+	got := Effective(nested{Inner: sample{Rate: 2, Wait: 3 * time.Second, Password: "hunter2"}})
+	want := map[string]string{"TSFB_T_RATE": "2", "TSFB_T_WAIT": "3s", "TSFB_T_PASSWORD": "[redacted]"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Effective = %v, want %v", got, want)
+	}
+}

@@ -63,7 +63,10 @@ func Open(ctx context.Context, cfg Config, name string, log *zap.Logger) (*Bus, 
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats_disconnected", zap.Error(err))
+			// A nil error is our own Close.
+			if err != nil {
+				log.Warn("nats_disconnected", zap.Error(err))
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats_reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
@@ -73,7 +76,7 @@ func Open(ctx context.Context, cfg Config, name string, log *zap.Logger) (*Bus, 
 	case cfg.CredsFile != "":
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	case cfg.User != "":
-		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password.Reveal()))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

@@ -3,6 +3,8 @@ package queue
 import (
 	"fmt"
 	"time"
+
+	"github.com/tsfallback/tsfallback/config"
 )
 
 // Defaults of Config.
@@ -37,9 +39,9 @@ type Config struct {
 	// redeliveries; ThingSpace's slow resends are deduplicated in KV.
 	DuplicateWindow time.Duration `env:"TSFB_DUPLICATE_WINDOW, default=2m"`
 	// Credentials for a secured NATS deployment (optional).
-	CredsFile string `env:"TSFB_NATS_CREDS_FILE"`
-	User      string `env:"TSFB_NATS_USER"`
-	Password  string `env:"TSFB_NATS_PASSWORD"`
+	CredsFile string        `env:"TSFB_NATS_CREDS_FILE"`
+	User      string        `env:"TSFB_NATS_USER"`
+	Password  config.Secret `env:"TSFB_NATS_PASSWORD"`
 }
 
 // Defaulted returns a copy with zero values replaced by the defaults, for

@@ -61,7 +61,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (*Client, error) {
 		t.MaxIdleConnsPerHost = 64
 		c.hc = &http.Client{Transport: t}
 	}
-	c.tokens = newTokenCache(c.base, cfg.ClientID, cfg.ClientSecret, c.hc, cfg.TokenMargin, c.log)
+	c.tokens = newTokenCache(c.base, cfg.ClientID, cfg.ClientSecret.Reveal(), c.hc, cfg.TokenMargin, c.log)
 	c.session = newSession(c)
 	return c, nil
 }

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
+
+	"github.com/tsfallback/tsfallback/config"
 )
 
 // ProductionBaseURL is Verizon's API base. It is deliberately not the
@@ -35,11 +35,11 @@ type Config struct {
 	// BaseURL is the API base, ending in /api. Required.
 	BaseURL string `env:"TSFB_THINGSPACE_URL"`
 	// ClientID and ClientSecret are the OAuth2 application key and secret.
-	ClientID     string `env:"TSFB_THINGSPACE_CLIENT_ID"`
-	ClientSecret string `env:"TSFB_THINGSPACE_CLIENT_SECRET"`
+	ClientID     string        `env:"TSFB_THINGSPACE_CLIENT_ID"`
+	ClientSecret config.Secret `env:"TSFB_THINGSPACE_CLIENT_SECRET"`
 	// Username and Password are the M2M session credentials.
-	Username string `env:"TSFB_THINGSPACE_USERNAME"`
-	Password string `env:"TSFB_THINGSPACE_PASSWORD"`
+	Username string        `env:"TSFB_THINGSPACE_USERNAME"`
+	Password config.Secret `env:"TSFB_THINGSPACE_PASSWORD"`
 	// RequestTimeout bounds each HTTP exchange (default 30s).
 	RequestTimeout time.Duration `env:"TSFB_THINGSPACE_REQUEST_TIMEOUT, default=30s"`
 	// MaxDevices is the most devices sent in one setfallbackattribute
@@ -56,50 +56,16 @@ type Config struct {
 	TokenMargin time.Duration `env:"TSFB_THINGSPACE_TOKEN_MARGIN, default=2m"`
 }
 
-// secretFiles maps each secret to its _FILE variable.
-var secretFiles = []struct {
-	env   string
-	field func(*Config) *string
-}{
-	{"TSFB_THINGSPACE_CLIENT_SECRET_FILE", func(c *Config) *string { return &c.ClientSecret }},
-	{"TSFB_THINGSPACE_PASSWORD_FILE", func(c *Config) *string { return &c.Password }},
-	{"TSFB_THINGSPACE_CLIENT_ID_FILE", func(c *Config) *string { return &c.ClientID }},
-	{"TSFB_THINGSPACE_USERNAME_FILE", func(c *Config) *string { return &c.Username }},
-}
-
-var durationVars = []string{
-	"TSFB_THINGSPACE_REQUEST_TIMEOUT", "TSFB_THINGSPACE_LOGIN_BACKOFF", "TSFB_THINGSPACE_TOKEN_MARGIN",
-}
-
-// LoadConfig reads Config from the environment, secrets from their _FILE
-// variables when set, and validates it.
+// LoadConfig reads Config from the environment, each variable also from
+// the file named by its _FILE variable, and validates it.
 func LoadConfig(ctx context.Context) (Config, error) {
-	return loadConfig(ctx, envconfig.OsLookuper())
+	return loadConfig(ctx, config.Lookuper())
 }
 
 func loadConfig(ctx context.Context, l envconfig.Lookuper) (Config, error) {
 	var c Config
-	// Checked first so the error names the variable, not the field.
-	for _, env := range durationVars {
-		if v, ok := l.Lookup(env); ok && v != "" {
-			if _, err := time.ParseDuration(v); err != nil {
-				return c, fmt.Errorf("thingspace: %s: %q is not a duration with a unit (like 30s)", env, v)
-			}
-		}
-	}
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: l}); err != nil {
+	if err := config.Load(ctx, config.FileLookuper(l), &c); err != nil {
 		return c, fmt.Errorf("reading thingspace config: %w", err)
-	}
-	for _, s := range secretFiles {
-		path, ok := l.Lookup(s.env)
-		if !ok || path == "" {
-			continue
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return c, fmt.Errorf("reading %s: %w", s.env, err)
-		}
-		*s.field(&c) = strings.TrimRight(string(b), "\r\n")
 	}
 	return c, c.Validate()
 }
@@ -139,9 +105,9 @@ func (c Config) Validate() error {
 	}
 	for _, f := range []struct{ env, v string }{
 		{"TSFB_THINGSPACE_CLIENT_ID", c.ClientID},
-		{"TSFB_THINGSPACE_CLIENT_SECRET", c.ClientSecret},
+		{"TSFB_THINGSPACE_CLIENT_SECRET", c.ClientSecret.Reveal()},
 		{"TSFB_THINGSPACE_USERNAME", c.Username},
-		{"TSFB_THINGSPACE_PASSWORD", c.Password},
+		{"TSFB_THINGSPACE_PASSWORD", c.Password.Reveal()},
 	} {
 		if f.v == "" {
 			bad(f.env, "required")

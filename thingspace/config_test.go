@@ -28,7 +28,7 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ClientSecret != "from-file" || c.RequestTimeout != 30*time.Second || c.MaxDevices != 100 ||
+	if c.ClientSecret.Reveal() != "from-file" || c.RequestTimeout != 30*time.Second || c.MaxDevices != 100 ||
 		c.LoginAttempts != 3 {
 		t.Fatalf("config = %+v", c)
 	}

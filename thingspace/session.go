@@ -129,7 +129,7 @@ type loginResponse struct {
 // login performs one login, renewing a refused bearer once.
 func (s *session) login(ctx context.Context) (string, error) {
 	c := s.c
-	body, err := jsonBody(loginRequest{Username: c.cfg.Username, Password: c.cfg.Password})
+	body, err := jsonBody(loginRequest{Username: c.cfg.Username, Password: c.cfg.Password.Reveal()})
 	if err != nil {
 		return "", &Error{Op: "login", Kind: KindPermanent, Err: err}
 	}

@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/tsfallback/tsfallback/config"
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/queue"
 	"github.com/tsfallback/tsfallback/thingspace"
@@ -28,9 +29,9 @@ func startSim(t *testing.T, cfg sim.Config) (*sim.Sim, *thingspace.Client) {
 	c, err := thingspace.New(thingspace.Config{
 		BaseURL:      base,
 		ClientID:     cfg.ClientID,
-		ClientSecret: cfg.ClientSecret,
+		ClientSecret: config.Secret(cfg.ClientSecret),
 		Username:     cfg.Username,
-		Password:     cfg.Password,
+		Password:     config.Secret(cfg.Password),
 	}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
