@@ -41,6 +41,9 @@ type DemoSummary struct {
 	// ImportSeconds is the part of Seconds spent reading and publishing
 	// the CSV; the rest is submitting and waiting for callbacks.
 	ImportSeconds float64 `json:"importSeconds"`
+	// SubmitSeconds is when the last request.submitted event arrived,
+	// counted from the start: after it the demo only waits for callbacks.
+	SubmitSeconds float64 `json:"submitSeconds"`
 	// RateRPS is the request budget the demo ran with.
 	RateRPS float64   `json:"rateRps"`
 	Sim     sim.Stats `json:"sim"`
@@ -205,7 +208,7 @@ func demo(ctx context.Context, env Env, s Settings, o demoOptions, log *zap.Logg
 	}
 
 	// Count results from the start of the fresh stream, while importing.
-	tally := newDemoTally()
+	tally := newDemoTally(start)
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	readDone := make(chan error, 1)
@@ -272,19 +275,24 @@ func randomSecret() string {
 
 // demoTally counts the demo's events.
 type demoTally struct {
-	mu        sync.Mutex
-	counts    map[string]int
-	completed map[string]bool
-	changed   chan struct{}
+	start      time.Time
+	lastSubmit time.Time
+	mu         sync.Mutex
+	counts     map[string]int
+	completed  map[string]bool
+	changed    chan struct{}
 }
 
-func newDemoTally() *demoTally {
-	return &demoTally{counts: map[string]int{}, completed: map[string]bool{}, changed: make(chan struct{}, 1)}
+func newDemoTally(start time.Time) *demoTally {
+	return &demoTally{start: start, counts: map[string]int{}, completed: map[string]bool{}, changed: make(chan struct{}, 1)}
 }
 
 func (t *demoTally) add(e model.Event) {
 	t.mu.Lock()
 	t.counts[e.Type]++
+	if e.Type == model.EventRequestSubmitted {
+		t.lastSubmit = time.Now()
+	}
 	if e.Type == model.EventJobCompleted {
 		t.completed[e.JobID] = true
 	}
@@ -320,6 +328,9 @@ func (t *demoTally) fill(s *DemoSummary) {
 	s.Failed = t.counts[model.EventDeviceFailed]
 	s.TimedOut = t.counts[model.EventDeviceTimedOut]
 	s.Unmatched = t.counts[model.EventDeviceUnmatched]
+	if !t.lastSubmit.IsZero() {
+		s.SubmitSeconds = t.lastSubmit.Sub(t.start).Seconds()
+	}
 }
 
 func printDemo(w io.Writer, s DemoSummary) {
@@ -330,6 +341,8 @@ func printDemo(w io.Writer, s DemoSummary) {
 	if s.Rejected > 0 {
 		fmt.Fprintf(w, "  rejected rows %d\n", s.Rejected)
 	}
-	fmt.Fprintf(w, "  %.1f s in all (import %.1f s); simulator: %d callbacks sent, %d rate-limited answers\n",
-		s.Seconds, s.ImportSeconds, s.Sim.CallbacksSent, s.Sim.RateLimited)
+	fmt.Fprintf(w, "  %.1f s in all: import done at %.1f s, last request submitted at %.1f s\n",
+		s.Seconds, s.ImportSeconds, s.SubmitSeconds)
+	fmt.Fprintf(w, "  simulator: %d callbacks sent, %d rate-limited answers, %d devices submitted twice\n",
+		s.Sim.CallbacksSent, s.Sim.RateLimited, s.Sim.DevicesResubmitted)
 }
