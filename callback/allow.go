@@ -66,3 +66,18 @@ func (f *sourceFilter) allowed(r *http.Request) bool {
 	a, ok := f.clientAddr(r)
 	return ok && contains(f.allow, a)
 }
+
+// untrustedForward reports whether the request carries forwarding headers
+// from a peer that is not a trusted proxy: it was relayed by something we
+// know nothing about.
+func (f *sourceFilter) untrustedForward(r *http.Request) bool {
+	if r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == "" {
+		return false
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	return err != nil || !contains(f.proxies, peer.Unmap())
+}

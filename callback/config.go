@@ -26,6 +26,30 @@ const (
 	MaxBodyLimit = 1 << 20
 	// MaxBatch caps TSFB_CALLBACK_BATCH.
 	MaxBatch = 2048
+
+	// DefaultStoreTimeout bounds the JetStream publish of one callback:
+	// past it the answer is 503 and ThingSpace retries, rather than holding
+	// the connection while NATS is away.
+	DefaultStoreTimeout = 3 * time.Second
+	// DefaultReadHeaderTimeout stops slowloris clients that trickle headers.
+	DefaultReadHeaderTimeout = 5 * time.Second
+	// DefaultReadTimeout bounds reading a whole request, body included: a
+	// callback is a few hundred bytes, and a client that holds its body
+	// back also holds one of MaxInFlight slots.
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultWriteTimeout covers the body read, the store and the answer.
+	DefaultWriteTimeout = 15 * time.Second
+	// DefaultIdleTimeout frees kept-alive connections that carry nothing.
+	DefaultIdleTimeout = 60 * time.Second
+	// DefaultMaxConns bounds the connections open on the callback port:
+	// every open connection costs a goroutine and a buffer, so past it new
+	// clients wait in the kernel's accept queue instead.
+	DefaultMaxConns = 2048
+	// DefaultAdminAllow is who may read /metrics and /v1/jobs on the
+	// callback port when there is no separate admin listener.
+	DefaultAdminAllow = "127.0.0.0/8,::1"
+	// AdminAllowNone refuses the admin routes on the callback port.
+	AdminAllowNone = "none"
 )
 
 // Config is the callback ingester's, correlator's and sweeper's part of the
@@ -59,8 +83,32 @@ type Config struct {
 	// that may post callbacks; empty allows every source.
 	Allow string `env:"TSFB_CALLBACK_ALLOW"`
 	// TrustedProxies lists the CIDRs whose X-Forwarded-For is believed
-	// when checking Allow; empty trusts no proxy.
+	// when checking Allow and AdminAllow; empty trusts no proxy.
 	TrustedProxies string `env:"TSFB_CALLBACK_TRUSTED_PROXIES"`
+
+	// AdminAddr is an optional second listener for the operator's routes
+	// (/metrics, /v1/jobs/{jobId}, /healthz, /readyz). When it is set the
+	// callback port serves only the callback and the probes; when empty
+	// (the default) the callback port also serves the admin routes, to
+	// AdminAllow only.
+	AdminAddr string `env:"TSFB_CALLBACK_ADMIN_ADDR"`
+	// AdminAllow lists the CIDRs that may read the admin routes on the
+	// callback port (default loopback, "127.0.0.0/8,::1"; "none" refuses
+	// every source). It does not apply to AdminAddr, whose address is its
+	// protection.
+	AdminAllow string `env:"TSFB_CALLBACK_ADMIN_ALLOW, default=127.0.0.0/8,::1"`
+
+	// StoreTimeout bounds storing one callback in JetStream (default 3s).
+	StoreTimeout time.Duration `env:"TSFB_CALLBACK_STORE_TIMEOUT, default=3s"`
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
+	// HTTP server's timeouts (defaults 5s, 10s, 15s, 60s).
+	ReadHeaderTimeout time.Duration `env:"TSFB_CALLBACK_READ_HEADER_TIMEOUT, default=5s"`
+	ReadTimeout       time.Duration `env:"TSFB_CALLBACK_READ_TIMEOUT, default=10s"`
+	WriteTimeout      time.Duration `env:"TSFB_CALLBACK_WRITE_TIMEOUT, default=15s"`
+	IdleTimeout       time.Duration `env:"TSFB_CALLBACK_IDLE_TIMEOUT, default=60s"`
+	// MaxConns is the most connections open at once on each listener
+	// (default 2048).
+	MaxConns int `env:"TSFB_CALLBACK_MAX_CONNS, default=2048"`
 }
 
 // LoadConfig reads Config from the environment (secrets also from
@@ -97,6 +145,27 @@ func (c Config) Defaulted() Config {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
+	if c.AdminAllow == "" {
+		c.AdminAllow = DefaultAdminAllow
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = DefaultStoreTimeout
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
 	return c
 }
 
@@ -121,6 +190,21 @@ func (c Config) Validate() error {
 		return fmt.Errorf("TSFB_CALLBACK_BATCH: %d, want 1 to %d", c.Batch, MaxBatch)
 	case c.MaxInFlight < 1:
 		return fmt.Errorf("TSFB_CALLBACK_MAX_IN_FLIGHT: %d, want 1 or more", c.MaxInFlight)
+	case c.MaxConns < 1:
+		return fmt.Errorf("TSFB_CALLBACK_MAX_CONNS: %d, want 1 or more", c.MaxConns)
+	case c.StoreTimeout <= 0:
+		return fmt.Errorf("TSFB_CALLBACK_STORE_TIMEOUT: %s, want a positive duration", c.StoreTimeout)
+	case c.ReadHeaderTimeout <= 0:
+		return fmt.Errorf("TSFB_CALLBACK_READ_HEADER_TIMEOUT: %s, want a positive duration", c.ReadHeaderTimeout)
+	case c.ReadTimeout <= 0:
+		return fmt.Errorf("TSFB_CALLBACK_READ_TIMEOUT: %s, want a positive duration", c.ReadTimeout)
+	case c.IdleTimeout <= 0:
+		return fmt.Errorf("TSFB_CALLBACK_IDLE_TIMEOUT: %s, want a positive duration", c.IdleTimeout)
+	case c.WriteTimeout <= c.StoreTimeout:
+		// The write deadline runs from the end of the headers, so it must
+		// leave room for the store and the 503 that follows its time-out.
+		return fmt.Errorf("TSFB_CALLBACK_WRITE_TIMEOUT: %s, want more than TSFB_CALLBACK_STORE_TIMEOUT (%s)",
+			c.WriteTimeout, c.StoreTimeout)
 	}
 	if _, err := parsePrefixes(c.Allow); err != nil {
 		return fmt.Errorf("TSFB_CALLBACK_ALLOW: %w", err)
@@ -128,16 +212,39 @@ func (c Config) Validate() error {
 	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
 		return fmt.Errorf("TSFB_CALLBACK_TRUSTED_PROXIES: %w", err)
 	}
+	if _, err := adminPrefixes(c.AdminAllow); err != nil {
+		return fmt.Errorf("TSFB_CALLBACK_ADMIN_ALLOW: %w", err)
+	}
+	if c.AdminAddr != "" && c.AdminAddr == c.Addr {
+		return fmt.Errorf("TSFB_CALLBACK_ADMIN_ADDR: %s is also TSFB_CALLBACK_ADDR, want another address", c.AdminAddr)
+	}
 	return nil
 }
 
 // String renders the configuration for the start-up log; the credentials
 // are Secrets and print redacted.
 func (c Config) String() string {
-	return fmt.Sprintf("addr=%s username=%s password=%s max_body=%d unmatched_wait=%s "+
-		"timeout=%s sweep_interval=%s batch=%d max_in_flight=%d allow=%q trusted_proxies=%q",
-		c.Addr, c.Username, c.Password, c.MaxBody, c.UnmatchedWait, c.Timeout,
-		c.SweepInterval, c.Batch, c.MaxInFlight, c.Allow, c.TrustedProxies)
+	return fmt.Sprintf("addr=%s admin_addr=%s username=%s password=%s max_body=%d unmatched_wait=%s "+
+		"timeout=%s sweep_interval=%s batch=%d max_in_flight=%d max_conns=%d allow=%q "+
+		"trusted_proxies=%q admin_allow=%q store_timeout=%s read_header_timeout=%s "+
+		"read_timeout=%s write_timeout=%s idle_timeout=%s",
+		c.Addr, c.AdminAddr, c.Username, c.Password, c.MaxBody, c.UnmatchedWait, c.Timeout,
+		c.SweepInterval, c.Batch, c.MaxInFlight, c.MaxConns, c.Allow, c.TrustedProxies,
+		c.AdminAllow, c.StoreTimeout, c.ReadHeaderTimeout, c.ReadTimeout, c.WriteTimeout,
+		c.IdleTimeout)
+}
+
+// adminPrefixes reads AdminAllow: a list like Allow's, or "none", which
+// gives an empty list that matches nothing.
+func adminPrefixes(list string) ([]netip.Prefix, error) {
+	if strings.EqualFold(strings.TrimSpace(list), AdminAllowNone) {
+		return []netip.Prefix{}, nil
+	}
+	ps, err := parsePrefixes(list)
+	if err == nil && len(ps) == 0 {
+		err = fmt.Errorf("empty, want CIDRs or %q", AdminAllowNone)
+	}
+	return ps, err
 }
 
 // parsePrefixes reads a comma-separated list of CIDRs or single addresses.

@@ -8,4 +8,12 @@
 // batches, decodes each callback leniently (Decode), finds the request it
 // belongs to, and hands final outcomes to the progress tracker. The Sweeper
 // gives devices whose callback never came a device.timed_out outcome.
+//
+// The callback port faces ThingSpace, so the internet. It serves the
+// callback and the probes (/healthz, /readyz) to everyone; the operator's
+// routes (/metrics, /v1/jobs/{jobId}) go to a separate listener when
+// TSFB_CALLBACK_ADMIN_ADDR is set (Ingester.ServeAdmin), and otherwise are
+// served on the callback port to TSFB_CALLBACK_ADMIN_ALLOW only (loopback
+// by default). Every listener bounds its connections, and the server's
+// timeouts cut off clients that trickle headers or hold their body back.
 package callback

@@ -40,7 +40,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func streamMsgs(t *testing.T, bus *queue.Bus, name string) int {
+func streamMsgs(t testing.TB, bus *queue.Bus, name string) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -27,30 +27,14 @@ import (
 // CallbackPath is where ThingSpace posts callbacks.
 const CallbackPath = "/callbacks/thingspace"
 
-// Timeouts of the ingester.
+// Fixed limits of the ingester; the server timeouts are in Config.
 const (
-	// StoreTimeout bounds the JetStream publish of one callback: past it
-	// the answer is 503 and ThingSpace retries, rather than holding the
-	// connection while NATS is away.
-	StoreTimeout = 3 * time.Second
 	// ReadyTimeout bounds the NATS checks of /readyz.
 	ReadyTimeout = 2 * time.Second
 	// ShutdownTimeout is how long in-flight callbacks get to finish.
 	ShutdownTimeout = 10 * time.Second
-	// Server timeouts, each against a kind of slow or hostile client.
-	// ReadHeaderTimeout stops slowloris clients that trickle headers.
-	ReadHeaderTimeout = 5 * time.Second
-	// ReadTimeout bounds reading a whole request; a callback is small.
-	ReadTimeout = 15 * time.Second
-	// WriteTimeout covers StoreTimeout plus the answer, with margin.
-	WriteTimeout = 15 * time.Second
-	// IdleTimeout frees kept-alive connections that carry nothing.
-	IdleTimeout = 60 * time.Second
 	// MaxHeaderBytes: ThingSpace sends a handful of short headers.
 	MaxHeaderBytes = 16 << 10
-	// connsPerInFlight sizes the connection limit from MaxInFlight: idle
-	// kept-alive connections are cheap, but not unbounded.
-	connsPerInFlight = 4
 )
 
 // Ingester is the HTTP endpoint that takes ThingSpace's callbacks.
@@ -60,10 +44,12 @@ type Ingester struct {
 	log      *zap.Logger
 	tracker  *progress.Tracker
 	filter   sourceFilter
+	admins   sourceFilter
 	inFlight chan struct{}
 	user     [sha256.Size]byte
 	pass     [sha256.Size]byte
-	mux      *http.ServeMux
+	mux      *http.ServeMux // the callback port
+	adminMux *http.ServeMux // the admin listener
 }
 
 // NewIngester checks cfg and returns an ingester that stores callbacks on
@@ -86,50 +72,77 @@ func NewIngester(cfg Config, bus *queue.Bus, log *zap.Logger) (*Ingester, error)
 	}
 	allow, _ := parsePrefixes(cfg.Allow) // checked by Validate
 	proxies, _ := parsePrefixes(cfg.TrustedProxies)
+	admins, _ := adminPrefixes(cfg.AdminAllow)
 	in := &Ingester{
 		cfg:      cfg,
 		bus:      bus,
 		log:      log,
 		tracker:  tr,
 		filter:   sourceFilter{allow: allow, proxies: proxies},
+		admins:   sourceFilter{allow: admins, proxies: proxies},
 		inFlight: make(chan struct{}, cfg.MaxInFlight),
 		user:     sha256.Sum256([]byte(cfg.Username.Reveal())),
 		pass:     sha256.Sum256([]byte(cfg.Password.Reveal())),
 		mux:      http.NewServeMux(),
+		adminMux: http.NewServeMux(),
 	}
+	health := func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") }
 	in.mux.HandleFunc(CallbackPath, in.serveCallback)
-	in.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeText(w, http.StatusOK, "ok")
-	})
+	in.mux.HandleFunc("GET /healthz", health)
 	in.mux.HandleFunc("GET /readyz", in.serveReady)
-	in.mux.HandleFunc("GET /metrics", serveMetrics)
-	in.mux.HandleFunc("GET /v1/jobs/{jobId}", in.serveJob)
+	in.adminMux.HandleFunc("GET /healthz", health)
+	in.adminMux.HandleFunc("GET /readyz", in.serveReady)
+	in.adminMux.HandleFunc("GET /metrics", serveMetrics)
+	in.adminMux.HandleFunc("GET /v1/jobs/{jobId}", in.serveJob)
+	if cfg.AdminAddr == "" {
+		// Without an admin listener the callback port, which faces
+		// ThingSpace and so the internet, shows job contents and metrics
+		// only to AdminAllow.
+		in.mux.Handle("GET /metrics", in.adminOnly(in.adminMux))
+		in.mux.Handle("GET /v1/jobs/{jobId}", in.adminOnly(in.adminMux))
+	}
 	return in, nil
 }
 
-// Handler returns the ingester's routes.
+// Handler returns the routes of the callback port: the callback, the
+// probes, and the admin routes (to AdminAllow) unless AdminAddr is set.
 func (in *Ingester) Handler() http.Handler { return in.mux }
 
-// Serve answers on ln until ctx is done, then stops taking connections and
-// gives in-flight callbacks ShutdownTimeout to finish.
+// AdminHandler returns the routes of the admin listener: the probes,
+// /metrics and /v1/jobs/{jobId}, to every source.
+func (in *Ingester) AdminHandler() http.Handler { return in.adminMux }
+
+// Serve answers callbacks on ln until ctx is done, then stops taking
+// connections and gives in-flight callbacks ShutdownTimeout to finish.
 func (in *Ingester) Serve(ctx context.Context, ln net.Listener) error {
+	return in.serve(ctx, ln, in.mux, "ingester")
+}
+
+// ServeAdmin answers the admin routes (AdminHandler) on ln, normally a
+// listener on Config.AdminAddr, until ctx is done.
+func (in *Ingester) ServeAdmin(ctx context.Context, ln net.Listener) error {
+	return in.serve(ctx, ln, in.adminMux, "admin")
+}
+
+func (in *Ingester) serve(ctx context.Context, ln net.Listener, h http.Handler, name string) error {
+	log := in.log.Named(name)
 	srv := &http.Server{
-		Handler:           in.mux,
-		ReadHeaderTimeout: ReadHeaderTimeout,
-		ReadTimeout:       ReadTimeout,
-		WriteTimeout:      WriteTimeout,
-		IdleTimeout:       IdleTimeout,
+		Handler:           h,
+		ReadHeaderTimeout: in.cfg.ReadHeaderTimeout,
+		ReadTimeout:       in.cfg.ReadTimeout,
+		WriteTimeout:      in.cfg.WriteTimeout,
+		IdleTimeout:       in.cfg.IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(in.log.Named("http")),
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	ln = newLimitListener(ln, connsPerInFlight*in.cfg.MaxInFlight)
-	in.log.Info("ingester_listening", zap.String("addr", ln.Addr().String()))
+	ln = newLimitListener(ln, in.cfg.MaxConns)
+	log.Info("listening", zap.String("addr", ln.Addr().String()))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serving callbacks: %w", err)
+		return fmt.Errorf("serving %s: %w", name, err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
@@ -139,11 +152,24 @@ func (in *Ingester) Serve(ctx context.Context, ln net.Listener) error {
 		_ = srv.Close()
 	}
 	<-errc
-	in.log.Info("ingester_stopped")
+	log.Info("stopped")
 	if err != nil {
-		return fmt.Errorf("shutting down the ingester: %w", err)
+		return fmt.Errorf("shutting down %s: %w", name, err)
 	}
 	return nil
+}
+
+// adminOnly lets through the sources of AdminAllow. A request that came
+// through a proxy we do not trust is refused whatever its peer: a proxy on
+// loopback would otherwise make every internet client look local.
+func (in *Ingester) adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(in.admins.allow) == 0 || !in.admins.allowed(r) || in.admins.untrustedForward(r) {
+			writeText(w, http.StatusForbidden, "forbidden")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // authFields is just enough of a callback to authenticate it. encoding/json
@@ -237,7 +263,7 @@ func (in *Ingester) store(ctx context.Context, body []byte) error {
 	if !in.bus.NC.IsConnected() {
 		return fmt.Errorf("storing callback: %w", nats.ErrConnectionClosed)
 	}
-	ctx, cancel := context.WithTimeout(ctx, StoreTimeout)
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.StoreTimeout)
 	defer cancel()
 	sum := sha256.Sum256(body)
 	msg := nats.NewMsg(queue.CallbackSubject)

@@ -131,27 +131,32 @@ func TestIngesterAnswers(t *testing.T) {
 	})
 }
 
+// TestIngesterNATSDown stops the NATS server under a running ingester:
+// callbacks get 503 within a few seconds while it is away, and 200 again
+// once it is back on the same port with the same store.
 func TestIngesterNATSDown(t *testing.T) {
-	ns, url, err := queue.StartEmbedded("127.0.0.1:0", t.TempDir())
+	dir := t.TempDir()
+	ns, url, err := queue.StartEmbedded("127.0.0.1:0", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ns.WaitForShutdown()
-	defer ns.Shutdown()
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	listen := strings.TrimPrefix(url, "nats://")
 	bus := queuetest.Open(t, url)
-	srv := newIngester(t, testConfig(), bus)
-	body := callbackBody("req-1", devices(2, 1)[0], model.StatusSuccess)
-	if got := post(t, srv.URL, "application/json", body); got != 200 {
+	cfg := testConfig()
+	srv := newIngester(t, cfg, bus)
+	body := func(seed uint64) []byte { return callbackBody("req-1", devices(seed, 1)[0], "SUCCESS") }
+	if got := post(t, srv.URL, "application/json", body(2)); got != 200 {
 		t.Fatalf("with NATS: %d", got)
 	}
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	start := time.Now()
-	if got := post(t, srv.URL, "application/json", callbackBody("req-2", devices(3, 1)[0], "SUCCESS")); got != 503 {
+	if got := post(t, srv.URL, "application/json", body(3)); got != 503 {
 		t.Fatalf("without NATS: %d, want 503", got)
 	}
-	if d := time.Since(start); d > StoreTimeout+time.Second {
+	if d := time.Since(start); d > cfg.StoreTimeout+time.Second {
 		t.Fatalf("503 took %s", d)
 	}
 	resp, err := http.Get(srv.URL + "/readyz")
@@ -161,6 +166,26 @@ func TestIngesterNATSDown(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 503 {
 		t.Fatalf("readyz without NATS: %d", resp.StatusCode)
+	}
+
+	ns, _, err = queue.StartEmbedded(listen, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ThingSpace sends the refused callback again; it is stored this time.
+	eventually(t, 15*time.Second, "a 200 after NATS came back", func() bool {
+		return post(t, srv.URL, "application/json", body(3)) == 200
+	})
+	resp, err = http.Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("readyz after NATS came back: %d", resp.StatusCode)
+	}
+	if got := streamMsgs(t, bus, queue.StreamCallbacks); got != 2 {
+		t.Fatalf("%d callbacks stored across the restart, want 2", got)
 	}
 }
 
@@ -281,6 +306,14 @@ func TestConfigValidateAndRedact(t *testing.T) {
 		{func(c *Config) { c.Timeout = -1 }, "TSFB_CALLBACK_TIMEOUT"},
 		{func(c *Config) { c.Allow = "10.0.0.0/99" }, "TSFB_CALLBACK_ALLOW"},
 		{func(c *Config) { c.TrustedProxies = "proxy" }, "TSFB_CALLBACK_TRUSTED_PROXIES"},
+		{func(c *Config) { c.AdminAllow = "everyone" }, "TSFB_CALLBACK_ADMIN_ALLOW"},
+		{func(c *Config) { c.AdminAddr = c.Addr }, "TSFB_CALLBACK_ADMIN_ADDR"},
+		{func(c *Config) { c.MaxConns = -1 }, "TSFB_CALLBACK_MAX_CONNS"},
+		{func(c *Config) { c.ReadHeaderTimeout = -1 }, "TSFB_CALLBACK_READ_HEADER_TIMEOUT"},
+		{func(c *Config) { c.ReadTimeout = -1 }, "TSFB_CALLBACK_READ_TIMEOUT"},
+		{func(c *Config) { c.IdleTimeout = -1 }, "TSFB_CALLBACK_IDLE_TIMEOUT"},
+		{func(c *Config) { c.StoreTimeout = -1 }, "TSFB_CALLBACK_STORE_TIMEOUT"},
+		{func(c *Config) { c.WriteTimeout = c.StoreTimeout }, "TSFB_CALLBACK_WRITE_TIMEOUT"},
 	} {
 		c := testConfig()
 		tt.mut(&c)
@@ -304,7 +337,96 @@ func TestLoadConfigFromEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Addr != DefaultAddr || c.MaxBody != DefaultMaxBody || c.UnmatchedWait != DefaultUnmatchedWait ||
-		c.Timeout != 5*time.Minute || c.Password.Reveal() != "p" {
+		c.Timeout != 5*time.Minute || c.Password.Reveal() != "p" || c.AdminAllow != DefaultAdminAllow ||
+		c.AdminAddr != "" || c.ReadHeaderTimeout != DefaultReadHeaderTimeout ||
+		c.StoreTimeout != DefaultStoreTimeout || c.MaxConns != DefaultMaxConns {
 		t.Fatalf("loaded %+v", c)
 	}
+}
+
+func get(t *testing.T, url string, hdr map[string]string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestAdminRoutes(t *testing.T) {
+	bus := queuetest.Bus(t)
+	tr, _ := progress.New(bus, zaptest.NewLogger(t))
+	job := model.Job{JobID: "admin-job", AccountName: testAccount, Devices: devices(6, 1)}
+	if err := tr.StartJob(context.Background(), job); err != nil {
+		t.Fatal(err)
+	}
+	xff := map[string]string{"X-Forwarded-For": "203.0.113.9"}
+
+	t.Run("callback port, loopback only", func(t *testing.T) {
+		srv := newIngester(t, testConfig(), bus)
+		for path, want := range map[string]int{"/metrics": 200, "/v1/jobs/admin-job": 200,
+			"/healthz": 200, "/readyz": 200} {
+			if got := get(t, srv.URL+path, nil); got != want {
+				t.Errorf("%s from loopback: %d, want %d", path, got, want)
+			}
+		}
+		// Relayed by a proxy nobody configured: not local, whatever the peer.
+		for _, path := range []string{"/metrics", "/v1/jobs/admin-job"} {
+			if got := get(t, srv.URL+path, xff); got != 403 {
+				t.Errorf("%s forwarded: %d, want 403", path, got)
+			}
+		}
+	})
+	t.Run("callback port, other sources", func(t *testing.T) {
+		for _, allow := range []string{"10.0.0.0/8", "none"} {
+			cfg := testConfig()
+			cfg.AdminAllow = allow
+			srv := newIngester(t, cfg, bus)
+			for path, want := range map[string]int{"/metrics": 403, "/v1/jobs/admin-job": 403, "/healthz": 200} {
+				if got := get(t, srv.URL+path, nil); got != want {
+					t.Errorf("allow %q: %s: %d, want %d", allow, path, got, want)
+				}
+			}
+		}
+	})
+	t.Run("admin listener", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.AdminAddr = "127.0.0.1:0"
+		in, err := NewIngester(cfg, bus, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := httptest.NewServer(in.Handler())
+		defer pub.Close()
+		for path, want := range map[string]int{"/metrics": 404, "/v1/jobs/admin-job": 404,
+			"/healthz": 200, "/readyz": 200} {
+			if got := get(t, pub.URL+path, nil); got != want {
+				t.Errorf("callback port %s: %d, want %d", path, got, want)
+			}
+		}
+		ln, err := net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- in.ServeAdmin(ctx, ln) }()
+		base := "http://" + ln.Addr().String()
+		for path, want := range map[string]int{"/metrics": 200, "/v1/jobs/admin-job": 200,
+			"/v1/jobs/nope": 404, "/healthz": 200, "/readyz": 200, CallbackPath: 404} {
+			if got := get(t, base+path, xff); got != want {
+				t.Errorf("admin %s: %d, want %d", path, got, want)
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("ServeAdmin: %v", err)
+		}
+	})
 }

@@ -31,6 +31,7 @@ var counters = struct {
 	batches       atomic.Int64
 	timedOut      atomic.Int64
 	sweeps        atomic.Int64
+	examined      atomic.Int64 // request records looked at by the sweeper
 	statusChecked atomic.Int64
 
 	trackers []*progress.Tracker
@@ -106,6 +107,7 @@ func writeMetrics(w io.Writer) {
 	counter("tsfb_correlator_batches_total", "Batches of callbacks processed.", c.batches.Load())
 	counter("tsfb_sweeper_timed_out_total", "Devices timed out by the sweeper.", c.timedOut.Load())
 	counter("tsfb_sweeper_sweeps_total", "Sweeps run.", c.sweeps.Load())
+	counter("tsfb_sweeper_requests_examined_total", "Request records the sweeper looked at.", c.examined.Load())
 	counter("tsfb_sweeper_status_checks_total", "Request status checks made before timing out.", c.statusChecked.Load())
 	counter("tsfb_progress_recorded_total", "Final outcomes recorded for the first time.", st[0])
 	counter("tsfb_progress_redone_total", "Outcomes found recorded by an unfinished attempt, published again.", st[1])

@@ -160,6 +160,14 @@ func runRoles(ctx context.Context, s Settings, roles []string, bus *queue.Bus, l
 			onStart(ln.Addr().String())
 		}
 		g.Go(func() error { return ing.Serve(gctx, ln) })
+		if a := s.Callback.AdminAddr; a != "" {
+			aln, err := net.Listen("tcp", a)
+			if err != nil {
+				return fmt.Errorf("TSFB_CALLBACK_ADMIN_ADDR: listening on %s: %w", a, err)
+			}
+			log.Info("admin_listening", zap.String("addr", aln.Addr().String()))
+			g.Go(func() error { return ing.ServeAdmin(gctx, aln) })
+		}
 	}
 	if has(RoleCorrelator) {
 		c, err := callback.NewCorrelator(s.Callback, bus, tr, log)

@@ -33,6 +33,10 @@ type Tracker struct {
 	log *zap.Logger
 	now func() time.Time
 
+	// window is FALLBACK_RESULTS' duplicate window, read once.
+	windowOnce sync.Once
+	window     time.Duration
+
 	stats Stats
 }
 
@@ -44,6 +48,9 @@ type Stats struct {
 	Invalid   atomic.Int64 // outcomes refused as invalid
 	Completed atomic.Int64 // job.completed events published
 	Conflicts atomic.Int64 // job updates retried after a concurrent update
+	// AlreadyPublished counts redone outcomes older than the duplicate
+	// window whose event was found in the stream, so not sent again.
+	AlreadyPublished atomic.Int64
 }
 
 // New returns a tracker that works on bus.
@@ -142,10 +149,10 @@ type tally struct {
 //     is set. A crash between those two republishes on redelivery, which the
 //     stream deduplicates.
 //
-// Limitation: a redelivery that comes after the stream's duplicate window
-// (all correlators down for minutes between step 2 and the ack) publishes
-// the device event a second time, with the same message id, so consumers
-// that keep ids can still drop it.
+// A redelivery that comes after the stream's duplicate window (all
+// correlators down for minutes between step 1 and the ack) cannot rely on
+// the stream to drop a second publish: it looks for the event in the job's
+// events first and publishes only when it is not there.
 func (t *Tracker) Record(ctx context.Context, outs []Outcome) error {
 	var (
 		mu   sync.Mutex
@@ -237,6 +244,19 @@ func (t *Tracker) store(ctx context.Context, o Outcome) (outcomeRecord, error) {
 		}
 		t.stats.Redone.Add(1)
 		rec = stored
+		if t.mustLookBeforeRepublish(ctx, entry.Created()) {
+			found, err := t.published(ctx, &rec.Event, entry.Created())
+			if err != nil {
+				return rec, err
+			}
+			if found {
+				// Limitation: a crash between the stream publish and the
+				// replyTo publish leaves replyTo without this event; it
+				// is a core NATS subject, at most once by nature.
+				t.stats.AlreadyPublished.Add(1)
+				return rec, nil
+			}
+		}
 	default:
 		return rec, fmt.Errorf("storing outcome %s: %w", key, err)
 	}

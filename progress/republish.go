@@ -1,0 +1,73 @@
+package progress
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/queue"
+)
+
+// republishScanBatch is how many event headers one fetch of the scan reads.
+const republishScanBatch = 256
+
+// clockSlack widens the scan back in time, for clocks of the servers of a
+// cluster that disagree by a little.
+const clockSlack = time.Minute
+
+// mustLookBeforeRepublish reports whether a redone outcome stored at
+// created may be older than the stream's duplicate window, in which case a
+// second publish would not be dropped by the stream. Half the window is a
+// margin for the distance between our clock and the server's.
+func (t *Tracker) mustLookBeforeRepublish(ctx context.Context, created time.Time) bool {
+	t.windowOnce.Do(func() {
+		st, err := t.bus.JS.Stream(ctx, queue.StreamResults)
+		if err != nil {
+			return // unknown: always look
+		}
+		t.window = st.CachedInfo().Config.Duplicates
+	})
+	return t.now().Sub(created) >= t.window/2
+}
+
+// published reports whether e is already in FALLBACK_RESULTS, looking at
+// the headers of its job's events stored since since. It is the recovery
+// path of a redelivery that came after the duplicate window, so its cost
+// (the job's events since then) is paid rarely.
+func (t *Tracker) published(ctx context.Context, e *model.Event, since time.Time) (bool, error) {
+	start := since.Add(-clockSlack)
+	cons, err := t.bus.JS.OrderedConsumer(ctx, queue.StreamResults, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{queue.ResultSubject(e.AccountName, e.JobID)},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &start,
+		HeadersOnly:    true,
+		// Used once: let the server drop it soon after.
+		InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return false, fmt.Errorf("looking for event %s: %w", e.MsgID(), err)
+	}
+	id := e.MsgID()
+	for {
+		batch, err := cons.FetchNoWait(republishScanBatch)
+		if err != nil {
+			return false, fmt.Errorf("looking for event %s: %w", id, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if m.Headers().Get(jetstream.MsgIDHeader) == id {
+				return true, nil
+			}
+		}
+		if err := batch.Error(); err != nil && err != jetstream.ErrNoMessages {
+			return false, fmt.Errorf("looking for event %s: %w", id, err)
+		}
+		if n == 0 {
+			return false, nil
+		}
+	}
+}
