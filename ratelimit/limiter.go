@@ -44,8 +44,18 @@ type Limiter struct {
 	mb *membership
 
 	mu sync.Mutex
-	// members is the number of live processes, this one included.
-	members int
+	// members is the number of live processes, this one included, and
+	// busy the number of them that ask for tokens, this one included: the
+	// budget is shared by the busy ones, so that a process without work
+	// does not hold a share the others could use.
+	members, busy int
+	// waiting counts the calls of Wait in progress and lastAsk is when the
+	// last one started or ended: together they say whether this process is
+	// idle.
+	waiting int
+	lastAsk time.Time
+	// wake tells the membership that Wait was called.
+	wake chan struct{}
 	// pausedUntil ends the current (or last) pause; the ramp starts there.
 	pausedUntil time.Time
 	// rampStart and ramp shape the climb after the pause: a pause that
@@ -85,6 +95,9 @@ func newLimiter(ctx context.Context, cfg Config, workers jetstream.KeyValue, id 
 		log:       log.Named("ratelimit"),
 		local:     rate.NewLimiter(rate.Limit(cfg.RPS), cfg.Burst),
 		members:   1,
+		busy:      1,
+		lastAsk:   time.Now(),
+		wake:      make(chan struct{}, 1),
 		rampStart: RampStart,
 		ramp:      RampDuration,
 		drained:   true,
@@ -108,6 +121,35 @@ func newLimiter(ctx context.Context, cfg Config, workers jetstream.KeyValue, id 
 // Wait blocks until this process may send one request, or until ctx ends.
 // A pause that starts while it waits holds it until the pause ends.
 func (l *Limiter) Wait(ctx context.Context) error {
+	l.mu.Lock()
+	l.waiting++
+	l.lastAsk = time.Now()
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	defer func() {
+		l.mu.Lock()
+		l.waiting--
+		l.lastAsk = time.Now()
+		l.mu.Unlock()
+	}()
+	return l.wait(ctx)
+}
+
+// idleSince returns how long this process has not asked for a token: 0
+// while a Wait is in progress.
+func (l *Limiter) idleSince(now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.waiting > 0 {
+		return 0
+	}
+	return now.Sub(l.lastAsk)
+}
+
+func (l *Limiter) wait(ctx context.Context) error {
 	for {
 		now := time.Now()
 		l.mu.Lock()
@@ -208,18 +250,20 @@ func (l *Limiter) setPause(until time.Time) bool {
 	return true
 }
 
-// setMembers records the number of live processes.
-func (l *Limiter) setMembers(n int) {
-	if n < 1 {
-		n = 1
-	}
+// setMembers records the number of live processes and of busy ones.
+func (l *Limiter) setMembers(n, busy int) {
+	n = max(n, 1)
+	busy = min(max(busy, 1), n)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if n == l.members {
+	if n == l.members && busy == l.busy {
 		return
 	}
-	l.log.Info("ratelimit_members_changed", zap.Int("members", n), zap.Int("was", l.members))
-	l.members = n
+	if n != l.members {
+		l.log.Info("ratelimit_members_changed", zap.Int("members", n), zap.Int("was", l.members),
+			zap.Int("busy", busy))
+	}
+	l.members, l.busy = n, busy
 	l.applyLocked(time.Now())
 	l.notifyLocked()
 }
@@ -239,7 +283,7 @@ func (l *Limiter) applyLocked(now time.Time) {
 		}
 		l.drained = true
 	}
-	lim, burst := share(l.cfg, l.members, l.pausedUntil, now, l.rampStart, l.ramp)
+	lim, burst := share(l.cfg, l.busy, l.pausedUntil, now, l.rampStart, l.ramp)
 	if l.local.Limit() != lim {
 		l.local.SetLimitAt(now, lim)
 	}
@@ -248,7 +292,7 @@ func (l *Limiter) applyLocked(now time.Time) {
 	}
 }
 
-// share returns one process's rate and burst when n processes are live,
+// share returns one process's rate and burst when n processes are busy,
 // ramping up from the fraction start over ramp after a pause that ended at
 // pausedUntil.
 func share(cfg Config, n int, pausedUntil, now time.Time, start float64,
@@ -281,6 +325,14 @@ func (l *Limiter) Members() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.members
+}
+
+// Busy returns the number of live processes that share the budget now:
+// this one and the others that asked for a token lately.
+func (l *Limiter) Busy() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.busy
 }
 
 // PausedUntil returns the end of the current or last pause (zero when

@@ -212,3 +212,60 @@ func TestSharedBudget(t *testing.T) {
 		return a.Members() == 1
 	})
 }
+
+// TestIdleMemberLeavesItsShare: a process that asks for no token gives
+// its share to the busy ones, and takes it back as soon as it asks again.
+func TestIdleMemberLeavesItsShare(t *testing.T) {
+	bus := queuetest.Bus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tm := fastTiming
+	tm.idleAfter = 200 * time.Millisecond
+	cfg := Config{RPS: 1000, Burst: 10}
+	a, err := newLimiter(ctx, cfg, bus.Workers, "a", zaptest.NewLogger(t), tm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := newLimiter(ctx, cfg, bus.Workers, "b", zaptest.NewLogger(t), tm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// a keeps asking; b asks for nothing and goes idle.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := a.Wait(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+	}()
+	eventually(t, 5*time.Second, "a takes the whole budget", func() bool {
+		lim, burst := a.Limit()
+		return a.Members() == 2 && a.Busy() == 1 && lim == 1000 && burst == 10
+	})
+	// b's first Wait shares at once on b's side and within a heartbeat
+	// round trip on a's.
+	if err := b.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if lim, _ := b.Limit(); lim != 500 {
+		t.Fatalf("b's limit right after waking = %v, want 500", lim)
+	}
+	eventually(t, 5*time.Second, "a shares with b again", func() bool {
+		lim, burst := a.Limit()
+		return a.Busy() == 2 && lim == 500 && burst == 5
+	})
+}

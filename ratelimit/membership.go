@@ -31,10 +31,30 @@ type timing struct {
 	heartbeat time.Duration
 	// ttl is how long a member counts without a heartbeat.
 	ttl time.Duration
+	// idleAfter is how long a process may go without asking for a token
+	// before it announces itself idle and leaves its share to the busy
+	// ones; 0 keeps every member busy.
+	idleAfter time.Duration
 }
 
+// DefaultIdleAfter is how long a process waits without asking for a token
+// before it gives its share to the others. A worker between two chunks
+// asks again within milliseconds, so only one without jobs goes idle.
+const DefaultIdleAfter = time.Second
+
 func defaultTiming() timing {
-	return timing{heartbeat: DefaultHeartbeat, ttl: queue.WorkersTTL}
+	return timing{heartbeat: DefaultHeartbeat, ttl: queue.WorkersTTL, idleAfter: DefaultIdleAfter}
+}
+
+// idleSuffix marks the heartbeat of a process that has not asked for a
+// token for a while. A value without it (an older process) counts as busy.
+const idleSuffix = " idle"
+
+// member is what this process knows of another.
+type member struct {
+	// seen is when its last heartbeat arrived.
+	seen time.Time
+	idle bool
 }
 
 var badKeyChars = regexp.MustCompile(`[^-_=a-zA-Z0-9]`)
@@ -53,8 +73,10 @@ type membership struct {
 	done   chan struct{}
 
 	// Owned by the run goroutine (and by startMembership before it).
-	seen     map[string]time.Time
+	seen     map[string]member
 	selfSeen time.Time
+	// idle is what the last heartbeat said of this process.
+	idle bool
 
 	mu sync.Mutex
 	// ownPause is the end of the last pause this process announced; it
@@ -77,7 +99,7 @@ func startMembership(ctx context.Context, l *Limiter, kv jetstream.KeyValue, id 
 		tm:   tm,
 		log:  l.log.With(zap.String("member", id)),
 		done: make(chan struct{}),
-		seen: map[string]time.Time{},
+		seen: map[string]member{},
 	}
 	if err := m.heartbeat(ctx); err != nil {
 		return nil, fmt.Errorf("joining the rate limit membership: %w", err)
@@ -122,6 +144,14 @@ func (m *membership) run(ctx context.Context, w jetstream.KeyWatcher) {
 	defer close(m.done)
 	hb := time.NewTicker(m.tm.heartbeat)
 	defer hb.Stop()
+	// The idle check runs more often than the heartbeat, so that a share
+	// left unused goes to the busy processes within about idleAfter.
+	var idleTick <-chan time.Time
+	if m.tm.idleAfter > 0 {
+		t := time.NewTicker(max(m.tm.idleAfter/4, time.Millisecond))
+		defer t.Stop()
+		idleTick = t.C
+	}
 	var updates <-chan jetstream.KeyValueEntry
 	if w != nil {
 		updates = w.Updates()
@@ -142,6 +172,16 @@ func (m *membership) run(ctx context.Context, w jetstream.KeyWatcher) {
 				m.handle(e, time.Now())
 				m.recount(time.Now())
 			}
+		case <-m.l.wake:
+			// A token asked for after an idle spell: announce the
+			// process busy at once so that the others shrink their share.
+			if m.idle {
+				m.beat(ctx)
+			}
+		case now := <-idleTick:
+			if !m.idle && m.l.idleSince(now) >= m.tm.idleAfter {
+				m.beat(ctx)
+			}
 		case <-hb.C:
 			if err := m.heartbeat(ctx); err != nil && ctx.Err() == nil {
 				m.log.Warn("ratelimit_heartbeat_failed", zap.Error(err))
@@ -157,6 +197,20 @@ func (m *membership) run(ctx context.Context, w jetstream.KeyWatcher) {
 				w, updates = m.rewatch(ctx)
 			}
 		}
+	}
+}
+
+// beat sends a heartbeat out of turn, when the process turned busy or idle.
+func (m *membership) beat(ctx context.Context) {
+	was := m.idle
+	if err := m.heartbeat(ctx); err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("ratelimit_heartbeat_failed", zap.Error(err))
+		}
+		return
+	}
+	if m.idle != was {
+		m.log.Debug("ratelimit_activity_changed", zap.Bool("idle", m.idle))
 	}
 }
 
@@ -186,7 +240,7 @@ func (m *membership) handle(e jetstream.KeyValueEntry, now time.Time) {
 		}
 		// Receive time, not the entry's own time: clocks of other hosts
 		// do not matter, and entries older than the bucket TTL are gone.
-		m.seen[id] = now
+		m.seen[id] = member{seen: now, idle: strings.HasSuffix(string(e.Value()), idleSuffix)}
 		if id == m.id {
 			m.selfSeen = now
 		}
@@ -209,26 +263,36 @@ func (m *membership) recount(now time.Time) {
 		// rather than let every process take the whole budget.
 		return
 	}
-	n := 0
+	// This process always counts as busy in its own share: it computes
+	// one only when it is about to send.
+	n, busy := 0, 1
 	self := false
-	for id, t := range m.seen {
-		if now.Sub(t) > m.tm.ttl {
+	for id, mb := range m.seen {
+		if now.Sub(mb.seen) > m.tm.ttl {
 			delete(m.seen, id)
 			continue
 		}
 		n++
-		self = self || id == m.id
+		if id == m.id {
+			self = true
+		} else if !mb.idle {
+			busy++
+		}
 	}
 	if !self {
 		n++
 	}
-	m.l.setMembers(n)
+	m.l.setMembers(n, busy)
 }
 
 func (m *membership) heartbeat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.tm.heartbeat)
 	defer cancel()
 	val := strconv.FormatInt(time.Now().UnixNano(), 10)
+	m.idle = m.tm.idleAfter > 0 && m.l.idleSince(time.Now()) >= m.tm.idleAfter
+	if m.idle {
+		val += idleSuffix
+	}
 	if _, err := m.kv.Put(ctx, m.key, []byte(val)); err != nil {
 		return fmt.Errorf("renewing membership key: %w", err)
 	}

@@ -151,6 +151,9 @@ func (w *Worker) submit(ctx context.Context, d *delivery, devs []model.Device) (
 	req := model.SetFallbackRequest{Devices: devs, AccountName: d.job.AccountName}
 	attempts, limited := 0, 0
 	for {
+		if w.halted.Load() {
+			return "", dup, nil, errHalted
+		}
 		// Holding a slot through a long pause keeps the message from the
 		// other workers for nothing. Near the last delivery the job holds
 		// on instead, so that pauses alone cannot exhaust it.
@@ -168,6 +171,12 @@ func (w *Worker) submit(ctx context.Context, d *delivery, devs []model.Device) (
 		}
 		if ctx.Err() != nil {
 			return "", dup, nil, ctx.Err()
+		}
+		if errors.Is(err, thingspace.ErrLoginStopped) {
+			// The client refuses every call until it is recreated:
+			// retrying would only burn this job's deliveries.
+			w.halt(err)
+			return "", dup, nil, errHalted
 		}
 		class, retryAfter := classify(err)
 		switch class {

@@ -74,6 +74,15 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.stats.JobsDone.Add(1)
 		d.log.Debug("worker_job_done", zap.String("job_id", d.job.JobID))
 	case errors.Is(err, errSettled):
+	case errors.Is(err, errHalted):
+		// Not the job's fault: it must not spend its deliveries, and its
+		// last one must not give it up.
+		w.stats.JobsHandedBack.Add(1)
+		if int(meta.NumDelivered) >= w.cfg.MaxDeliver && w.requeue(d) {
+			return
+		}
+		_ = msg.NakWithDelay(haltRedelivery)
+		d.log.Warn("worker_job_handed_back", zap.Duration("delay", haltRedelivery))
 	case ctx.Err() != nil:
 		// Shutdown: give the job back at once for another worker.
 		if int(meta.NumDelivered) >= w.cfg.MaxDeliver && w.requeue(d) {

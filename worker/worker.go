@@ -45,11 +45,13 @@ type Stats struct {
 	JobsDone     atomic.Int64 // acknowledged after every chunk was settled
 	JobsFailed   atomic.Int64 // given up after the last delivery
 	JobsRetried  atomic.Int64 // negatively acknowledged for a later delivery
-	Requests     atomic.Int64 // requests ThingSpace accepted
-	ChunksSkip   atomic.Int64 // chunks the journal already had
-	ChunksFailed atomic.Int64 // chunks ThingSpace refused for good
-	RateLimited  atomic.Int64 // 429 and 503 answers
-	Retries      atomic.Int64 // requests sent again after a transient error
+	// JobsHandedBack counts jobs given back untried by a halted worker.
+	JobsHandedBack atomic.Int64
+	Requests       atomic.Int64 // requests ThingSpace accepted
+	ChunksSkip     atomic.Int64 // chunks the journal already had
+	ChunksFailed   atomic.Int64 // chunks ThingSpace refused for good
+	RateLimited    atomic.Int64 // 429 and 503 answers
+	Retries        atomic.Int64 // requests sent again after a transient error
 	// PossibleDuplicates counts requests sent again after an ambiguous
 	// failure, and journal entries found written by another delivery.
 	PossibleDuplicates atomic.Int64
@@ -70,6 +72,31 @@ type Worker struct {
 
 	mu   sync.Mutex
 	cons jetstream.Consumer
+	// halted is set when the ThingSpace client refuses every call for good
+	// (thingspace.ErrLoginStopped): fetching stops, so that the jobs stay
+	// in the stream instead of spending their deliveries on a credentials
+	// problem.
+	halted atomic.Bool
+}
+
+// haltRedelivery delays the redelivery of a job handed back by a halted
+// worker, so that it does not come straight back to another worker that
+// shares the same bad credentials.
+const haltRedelivery = 30 * time.Second
+
+// errHalted: the job was not tried because the worker has halted.
+var errHalted = errors.New("worker: halted, the ThingSpace client stopped logging in")
+
+// Halted reports whether the worker stopped fetching because the
+// ThingSpace client gave up logging in. Only a new process (with fixed
+// credentials) starts it again: a restart loop would lock the account.
+func (w *Worker) Halted() bool { return w.halted.Load() }
+
+// halt stops fetching for good; it logs once.
+func (w *Worker) halt(err error) {
+	if w.halted.CompareAndSwap(false, true) {
+		w.log.Error("worker_halted", zap.Error(err))
+	}
 }
 
 // New returns a worker; Run starts it.
@@ -124,6 +151,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	slots := make(chan struct{}, w.cfg.Concurrency)
 
 	for ctx.Err() == nil {
+		if w.halted.Load() {
+			// The other roles of the process go on; this one waits
+			// for the stop.
+			<-ctx.Done()
+			break
+		}
 		// While the deployment is paused, a new job could not start
 		// anyway: leave it in the stream for whoever is free later.
 		if d := time.Until(w.lim.PausedUntil()); d > 0 {
@@ -134,6 +167,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		n := acquire(ctx, slots)
 		if n == 0 {
 			break
+		}
+		if w.halted.Load() {
+			// Halted while this loop waited for a slot.
+			release(slots, n)
+			continue
 		}
 		got, err := w.fetch(ctx, n, func(msg jetstream.Msg) {
 			wg.Add(1)
