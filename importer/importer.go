@@ -91,6 +91,7 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 	}
 
 	r := &run{opts: opts, res: &res, seen: newSeenSet()}
+	defer r.seen.release()
 	var payload int64
 	if im.nc != nil {
 		payload = im.nc.MaxPayload()
@@ -249,9 +250,7 @@ func (r *run) row(ctx context.Context, file int, h header, rec record) error {
 			Code: ReasonDuplicate, Reason: fmt.Sprintf("duplicate: the same %s as %s, "+
 				"published once", id.Kind, where)})
 	}
-	for _, id := range ids {
-		r.seen.add(id.Kind, id.ID, file, rec.line)
-	}
+	r.seen.add(ids, file, rec.line)
 	return r.batch.add(ctx, account, model.Device{DeviceIDs: ids})
 }
 

@@ -16,10 +16,12 @@ import (
 
 // Defaults of the reader.
 const (
-	// DefaultIdleWait is how long one fetch waits for more events. Without
-	// Follow, a fetch that finds nothing ends the read.
+	// DefaultIdleWait is how long one fetch of a Follow read waits for
+	// more events before it asks again. A read without Follow does not
+	// wait: it ends with the last stored event.
 	DefaultIdleWait = 500 * time.Millisecond
 	fetchBatch      = 256
+	flushTimeout    = 5 * time.Second
 )
 
 // Options select the events to read.
@@ -94,25 +96,55 @@ func Read(ctx context.Context, js jetstream.JetStream, o Options, fn Handler) er
 	if wait <= 0 {
 		wait = DefaultIdleWait
 	}
+	if o.Durable != "" {
+		// Acks are sent without waiting; a flush before returning makes
+		// sure the server has them, so that the next read with the same
+		// name does not see these events again.
+		defer func() { _ = js.Conn().FlushTimeout(flushTimeout) }()
+	}
+	if !o.Follow && nothingPending(cons) {
+		return nil
+	}
 	for {
-		batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(wait))
+		// The fetch ends at the idle wait or as soon as ctx ends, so that
+		// an interrupted --follow stops at once.
+		fctx, cancel := context.WithTimeout(ctx, wait)
+		var batch jetstream.MessageBatch
+		if o.Follow {
+			batch, err = cons.Fetch(fetchBatch, jetstream.FetchContext(fctx))
+		} else {
+			// A fetch that waits would hold a short batch until the
+			// idle wait ends; this one returns what is stored.
+			batch, err = cons.FetchNoWait(fetchBatch)
+		}
 		if err != nil {
+			cancel()
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("results: fetching events: %w", err)
 		}
-		n, pending, err := deliver(batch, o, fn)
-		if err != nil {
-			return err
-		}
+		_, pending, err := deliver(batch, o, fn)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !o.Follow && n == 0 && pending == 0 {
+		if err != nil {
+			return err
+		}
+		// Without Follow the read ends with the last stored event rather
+		// than after one more idle wait.
+		if !o.Follow && pending == 0 {
 			return nil
 		}
 	}
+}
+
+// nothingPending reports whether the new consumer has nothing to deliver,
+// so that a read of an empty selection ends at once.
+func nothingPending(c jetstream.Consumer) bool {
+	info := c.CachedInfo()
+	return info != nil && info.NumPending == 0 && info.NumAckPending == 0
 }
 
 func deliver(batch jetstream.MessageBatch, o Options, fn Handler) (n int, pending uint64, err error) {

@@ -76,3 +76,44 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestReadEndsPromptly checks the two ways a read ends: without Follow
+// right after the last stored event (no idle wait), and with Follow as
+// soon as ctx ends.
+func TestReadEndsPromptly(t *testing.T) {
+	bus := queuetest.Bus(t)
+	ctx := context.Background()
+	const idle = 5 * time.Second // far above what either case may take
+	start := time.Now()
+	err := results.Read(ctx, bus.JS, results.Options{IdleWait: idle},
+		func(model.Event, []byte) error { return nil })
+	if err != nil || time.Since(start) > idle/2 {
+		t.Fatalf("empty read: err %v after %s", err, time.Since(start))
+	}
+	if err := bus.PublishEvent(ctx, model.Event{Type: model.EventJobAccepted, JobID: "a",
+		AccountName: acct}, ""); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	n := 0
+	err = results.Read(ctx, bus.JS, results.Options{IdleWait: idle},
+		func(model.Event, []byte) error { n++; return nil })
+	if err != nil || n != 1 || time.Since(start) > idle/2 {
+		t.Fatalf("read of one event: %d events, err %v after %s", n, err, time.Since(start))
+	}
+
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- results.Read(fctx, bus.JS, results.Options{Follow: true, IdleWait: idle},
+			func(model.Event, []byte) error { cancel(); return nil })
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("follow ended with %v", err)
+		}
+	case <-time.After(idle / 2):
+		t.Fatal("follow did not end when its context did")
+	}
+}
