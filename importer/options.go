@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/tsfallback/tsfallback/model"
@@ -108,10 +107,10 @@ func (o Options) validate() error {
 		return fmt.Errorf("%w: run id %q: want 1 to %d of [A-Za-z0-9_-]", ErrOptions,
 			o.RunID, MaxRunIDLen)
 	}
-	if o.ReplyTo != "" && (strings.ContainsAny(o.ReplyTo, " \t\r\n*>") ||
-		strings.Contains(o.ReplyTo, "..") || strings.HasPrefix(o.ReplyTo, ".") ||
-		strings.HasSuffix(o.ReplyTo, ".")) {
-		return fmt.Errorf("%w: reply subject %q is not a valid NATS subject", ErrOptions, o.ReplyTo)
+	if o.ReplyTo != "" {
+		if err := model.ValidateReplySubject(o.ReplyTo); err != nil {
+			return fmt.Errorf("%w: --reply-to: %w", ErrOptions, err)
+		}
 	}
 	switch o.Separator {
 	case 0, ',', ';', '\t':

@@ -83,9 +83,10 @@ func DecodeJob(data []byte, maxDevices int) (Job, error) {
 	return j, j.Validate(maxDevices)
 }
 
-// bodyProblem reports an undecodable body. The job id and account name
+// bodyProblem reports an undecodable body. The job id and reply subject
 // are checked as far as they decoded, because callers name the rejection
-// event's subject after them and must know when they cannot.
+// event's subject after the one and send it to the other, and must know
+// when they cannot.
 func bodyProblem(j Job, why string) error {
 	ps := []Problem{{Device: -1, Field: "body", Reason: why}}
 	if j.JobID != "" {
@@ -93,8 +94,10 @@ func bodyProblem(j Job, why string) error {
 			ps = append(ps, Problem{Device: -1, Field: "jobId", Reason: reason(err)})
 		}
 	}
-	if err := ValidateAccountName(j.AccountName); err != nil {
-		ps = append(ps, Problem{Device: -1, Field: "accountName", Reason: reason(err)})
+	if j.ReplyTo != "" {
+		if err := validateReplyTo(j.ReplyTo); err != nil {
+			ps = append(ps, Problem{Device: -1, Field: "replyTo", Reason: reason(err)})
+		}
 	}
 	return &InvalidJobError{Problems: ps}
 }
@@ -103,6 +106,8 @@ func jsonReason(err error) string {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case errors.Is(err, io.EOF):
+		return "empty body: want a JSON object"
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "malformed JSON: the body ends before the object does"
 	case errors.As(err, &syn):
@@ -132,8 +137,10 @@ func (j *Job) Validate(maxDevices int) error {
 	if err := ValidateAccountName(j.AccountName); err != nil {
 		add(-1, "accountName", reason(err))
 	}
-	if j.ReplyTo != "" && !validSubject(j.ReplyTo) {
-		add(-1, "replyTo", fmt.Sprintf("%q is not a valid NATS subject", j.ReplyTo))
+	if j.ReplyTo != "" {
+		if err := validateReplyTo(j.ReplyTo); err != nil {
+			add(-1, "replyTo", reason(err))
+		}
 	}
 	switch {
 	case len(j.Devices) == 0:
@@ -180,6 +187,29 @@ func validateDevice(i int, d Device) []Problem {
 // reason drops the package prefix from an error text, for problem lists.
 func reason(err error) string {
 	return strings.TrimPrefix(err.Error(), "model: ")
+}
+
+// ErrReplyTo is matched by every invalid reply subject.
+var ErrReplyTo = errors.New("model: invalid reply subject")
+
+// ValidateReplySubject checks a job's replyTo: a plain NATS subject (no
+// wildcards, no empty tokens or spaces) outside tsfallback's own subjects
+// ("fallback.") and the server's ("$"), so that a job's events can never be
+// fed back into the job queue, the callback stream or the JetStream API.
+func ValidateReplySubject(s string) error { return validateReplyTo(s) }
+
+func validateReplyTo(s string) error {
+	switch {
+	case !validSubject(s):
+		return fmt.Errorf("%w: %q is not a valid NATS subject", ErrReplyTo, s)
+	case strings.ContainsAny(s, "*>"):
+		return fmt.Errorf("%w: %q has a wildcard", ErrReplyTo, s)
+	case strings.HasPrefix(s, "fallback.") || s == "fallback":
+		return fmt.Errorf("%w: %q is one of tsfallback's own subjects", ErrReplyTo, s)
+	case strings.HasPrefix(s, "$"):
+		return fmt.Errorf("%w: %q is a NATS system subject", ErrReplyTo, s)
+	}
+	return nil
 }
 
 func validSubject(s string) bool {

@@ -38,8 +38,10 @@ func TestDecodeJobProblems(t *testing.T) {
 		body string
 		want []string // substrings of the problem texts, in order
 	}{
-		{"malformed", `{"accountName":`, []string{"body: malformed JSON", "accountName: "}},
-		{"not object", `[1,2]`, []string{"body: ", "accountName: "}},
+		{"malformed", `{"accountName":`, []string{"body: malformed JSON"}},
+		{"empty", ``, []string{"body: empty body"}},
+		{"not object", `[1,2]`, []string{"body: "}},
+		{"bad reply and body", `{"replyTo":"fallback.jobs.x","devices":3}`, []string{"body: ", "replyTo: invalid reply subject"}},
 		{"bad id and body", `{"jobId":"a.b","accountName":"0000123456-00001","devices":3}`, []string{"body: ", "jobId: invalid job id"}},
 		{"trailing", `{"accountName":"0000123456-00001","devices":[{"deviceIds":[{"kind":"eid","id":"` + good + `"}]}]} x`, []string{"trailing data"}},
 		{"unknown field", `{"accountName":"0000123456-00001","reply_to":"x"}`, []string{"unknown field"}},
@@ -51,6 +53,15 @@ func TestDecodeJobProblems(t *testing.T) {
 			[]string{`devices[1].deviceIds[0](mdn): unknown identifier kind`, `devices[1].deviceIds[1](eid): wrong length`, `devices[2].deviceIds: no identifiers`}},
 		{"missing kind", `{"accountName":"0000123456-00001","devices":[{"deviceIds":[{"id":"` + good + `"}]}]}`, []string{"kind is missing"}},
 		{"bad replyTo", `{"accountName":"0000123456-00001","replyTo":"a..b","devices":[{"deviceIds":[{"kind":"eid","id":"` + good + `"}]}]}`, []string{"replyTo"}},
+	}
+	for _, reply := range []string{"fallback.jobs.0000123456-00001", "fallback.callbacks.thingspace",
+		"$JS.API.STREAM.DELETE.FALLBACK_RESULTS", "foo.*", "foo.>", "a..b", "a b"} {
+		tests = append(tests, struct {
+			name string
+			body string
+			want []string
+		}{"reply " + reply, `{"accountName":"0000123456-00001","replyTo":"` + reply + `","devices":[{"deviceIds":[{"kind":"eid","id":"` + good + `"}]}]}`,
+			[]string{"replyTo: invalid reply subject"}})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
