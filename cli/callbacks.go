@@ -3,15 +3,28 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"strings"
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/thingspace"
 )
 
 func runCallbacks(ctx context.Context, env Env, args []string) error {
-	if len(args) == 0 {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(env.Stderr, "Usage: tsfallback callbacks register --account ACCOUNT --url URL [--service NAME]")
+		fmt.Fprintln(env.Stderr, "       tsfallback callbacks list --account ACCOUNT")
+		fmt.Fprintln(env.Stderr, "       tsfallback callbacks delete --account ACCOUNT [--service NAME]")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			return flag.ErrHelp
+		}
 		return usageErr("callbacks needs a subcommand: register, list or delete")
+	}
+	switch args[0] {
+	case "register", "list", "delete":
+	default:
+		return usageErr("unknown callbacks subcommand %q (want register, list or delete)", args[0])
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags(env, "callbacks "+sub, "--account ACCOUNT [--url URL] [--service NAME]")

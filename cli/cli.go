@@ -70,6 +70,10 @@ func init() {
 
 // Main runs the command named by args[0] and returns the exit code.
 func Main(ctx context.Context, args []string, env Env) int {
+	if len(args) >= 2 && args[0] == "help" {
+		// "help import" is "import --help".
+		args = []string{args[1], "--help"}
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(env.Stdout)
 		if len(args) == 0 {

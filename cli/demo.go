@@ -87,6 +87,11 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 	case o.rateBurst < 1:
 		return usageErr("--rate-burst: %d, want at least 1", o.rateBurst)
 	}
+	if o.csv != "" {
+		if _, err := os.Stat(o.csv); err != nil {
+			return usageErr("--csv: %v", err)
+		}
+	}
 	s, err := loadSettings(ctx, env)
 	if err != nil {
 		return usageErr("%v", err)

@@ -353,6 +353,11 @@ func TestUsageErrors(t *testing.T) {
 		{"import"},
 		{"serve", "--roles", "cook"},
 		{"callbacks", "register", "--account", "12"},
+		{"callbacks", "foo"},
+		{"callbacks"},
+		{"import", "--job-size", "1500", "devices.csv"},
+		{"publish", "--max-devices", "0"},
+		{"demo", "--csv", "/nonexistent/devices.csv"},
 	} {
 		stderr := &syncBuffer{}
 		env := Env{Lookup: envconfig.MapLookuper(map[string]string{}), Stdin: strings.NewReader(""),
@@ -380,7 +385,11 @@ func TestServeNamesMissingSettings(t *testing.T) {
 	env.Lookup = envconfig.MapLookuper(map[string]string{"TSFB_RATE_RPS": "0"})
 	env.Stderr = stderr
 	Main(context.Background(), []string{"serve"}, env)
-	for _, v := range []string{"TSFB_RATE_RPS", "TSFB_THINGSPACE_URL", "TSFB_CALLBACK_USERNAME"} {
+	env.Lookup = envconfig.MapLookuper(map[string]string{"TSFB_RATE_RPS": "0", "TSFB_CHUNK_SIZE": "101",
+		"TSFB_NATS_REPLICAS": "0"})
+	Main(context.Background(), []string{"serve"}, env)
+	for _, v := range []string{"TSFB_RATE_RPS", "TSFB_THINGSPACE_URL", "TSFB_CALLBACK_USERNAME",
+		"TSFB_CHUNK_SIZE", "TSFB_NATS_REPLICAS"} {
 		if !strings.Contains(stderr.String(), v) {
 			t.Errorf("error does not name %s: %s", v, stderr)
 		}

@@ -60,6 +60,9 @@ func runImport(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return usageErr("%v", err)
 	}
+	if limit := s.Worker.MaxJobDevices; o.JobSize > limit {
+		return usageErr("--job-size %d is above TSFB_MAX_JOB_DEVICES (%d): the workers would reject every job", o.JobSize, limit)
+	}
 	log, err := newLogger(s.Log, env.Stderr, "warn")
 	if err != nil {
 		return usageErr("%v", err)
@@ -78,8 +81,10 @@ func runImport(ctx context.Context, env Env, args []string) error {
 		return usageErr("%v", runErr)
 	case runErr != nil:
 		return &exitError{code: code, err: runErr}
+	case code != ExitOK && o.DryRun:
+		return &exitError{code: code, err: fmt.Errorf("%s rejected (dry run: nothing was published)", rows(res.Rejected))}
 	case code != ExitOK:
-		return &exitError{code: code, err: fmt.Errorf("%d rows rejected; the good rows were published", res.Rejected)}
+		return &exitError{code: code, err: fmt.Errorf("%s rejected; the good rows were published", rows(res.Rejected))}
 	}
 	return nil
 }
@@ -97,4 +102,11 @@ func runImporter(ctx context.Context, bus *queue.Bus, cfg importer.Config, o imp
 		return importer.Result{}, usageErr("%v", err)
 	}
 	return im.Run(ctx, o, env.Stdin, env.Stdout)
+}
+
+func rows(n int) string {
+	if n == 1 {
+		return "1 row"
+	}
+	return fmt.Sprintf("%d rows", n)
 }

@@ -24,6 +24,9 @@ func runPublish(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *maxDevices < 1 {
+		return usageErr("--max-devices: %d, want at least 1", *maxDevices)
+	}
 	if len(pos) > 1 {
 		return usageErr("one job file at a time (got %d)", len(pos))
 	}

@@ -96,11 +96,15 @@ func validateFor(s Settings, roles []string) error {
 			errs = append(errs, err)
 		}
 	}
-	add(s.Queue.Defaulted().Validate())
+	add(s.Queue.Validate())
 	if slices.Contains(roles, RoleWorker) {
 		add(s.ThingSpace.Validate())
 		add(s.Rate.Validate())
 		add(s.Worker.Validate())
+		if s.Worker.ChunkSize > s.ThingSpace.MaxDevices {
+			add(fmt.Errorf("TSFB_CHUNK_SIZE: %d is above TSFB_THINGSPACE_MAX_DEVICES (%d): every full request would be refused",
+				s.Worker.ChunkSize, s.ThingSpace.MaxDevices))
+		}
 	}
 	if slices.Contains(roles, RoleIngester) || slices.Contains(roles, RoleCorrelator) || slices.Contains(roles, RoleSweeper) {
 		add(s.Callback.Validate())

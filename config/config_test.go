@@ -54,6 +54,7 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"TSFB_T_WAIT": "30"}, "TSFB_T_WAIT: "},
 		{map[string]string{"TSFB_T_RATE": "fast"}, "TSFB_T_RATE: "},
 		{map[string]string{"TSFB_T_PASSWORD_FILE": "/nonexistent/pw"}, "TSFB_T_PASSWORD_FILE: "},
+		{map[string]string{"TSFB_T_PASSWORD": "a", "TSFB_T_PASSWORD_FILE": "/nonexistent/pw"}, "TSFB_T_PASSWORD and TSFB_T_PASSWORD_FILE are both set"},
 	}
 	for _, tt := range tests {
 		var s sample

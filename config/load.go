@@ -32,10 +32,14 @@ type fileLookuper struct {
 }
 
 func (f *fileLookuper) Lookup(key string) (string, bool) {
-	if v, ok := f.base.Lookup(key); ok && v != "" {
+	path, ok := f.base.Lookup(key + FileSuffix)
+	if v, set := f.base.Lookup(key); set && v != "" {
+		if ok && path != "" {
+			// Silently preferring one would hide a mistake in either.
+			f.err = errors.Join(f.err, fmt.Errorf("%s and %s%s are both set: set one of them", key, key, FileSuffix))
+		}
 		return v, true
 	}
-	path, ok := f.base.Lookup(key + FileSuffix)
 	if !ok || path == "" {
 		return f.base.Lookup(key)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,17 +61,17 @@ func (o Options) Subject() string {
 func (o Options) Validate() error {
 	if o.Account != "" {
 		if err := model.ValidateAccountName(o.Account); err != nil {
-			return fmt.Errorf("results: --account: %w", err)
+			return fmt.Errorf("--account: %s", strings.TrimPrefix(err.Error(), "model: "))
 		}
 	}
 	if o.JobID != "" && o.JobID != model.UnknownJobID {
 		if err := model.ValidateJobID(o.JobID); err != nil {
-			return fmt.Errorf("results: --job: %w", err)
+			return fmt.Errorf("--job: %s", strings.TrimPrefix(err.Error(), "model: "))
 		}
 	}
 	if o.Durable != "" {
 		if err := model.ValidateJobID(o.Durable); err != nil {
-			return fmt.Errorf("results: --durable: %w", err)
+			return fmt.Errorf("--durable: %q: want 1 to %d of [A-Za-z0-9_-]", o.Durable, model.MaxJobIDLen)
 		}
 	}
 	return nil
