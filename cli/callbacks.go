@@ -49,10 +49,14 @@ func runCallbacks(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	client, err := thingspace.New(s.ThingSpace, log)
+	if err := s.ThingSpace.Validate(); err != nil {
+		return usageErr("%v", err)
+	}
+	client, done, err := guardedClient(ctx, s, log)
 	if err != nil {
 		return usageErr("%v", err)
 	}
+	defer done()
 	switch sub {
 	case "register":
 		if *url == "" {

@@ -65,6 +65,7 @@ func init() {
 		"status":    {"print a job's progress", runStatus},
 		"sim":       {"run the ThingSpace simulator", runSim},
 		"callbacks": {"manage callback registrations (callbacks register|list|delete)", runCallbacks},
+		"login":     {"show or reset the shared count of rejected ThingSpace logins (login status|reset)", runLogin},
 	}
 }
 

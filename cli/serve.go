@@ -132,7 +132,8 @@ func runRoles(ctx context.Context, s Settings, roles []string, bus *queue.Bus, l
 	// checks when ThingSpace is not configured in its process.
 	var client *thingspace.Client
 	if has(RoleWorker) || s.ThingSpace.Validate() == nil {
-		if client, err = thingspace.New(s.ThingSpace, log); err != nil {
+		guard := thingspace.WithLoginGuard(bus.NewLoginGuard(s.ThingSpace.Username))
+		if client, err = thingspace.New(s.ThingSpace, log, guard); err != nil {
 			return err
 		}
 	}

@@ -38,6 +38,7 @@ type Bus struct {
 	Chunks   jetstream.KeyValue
 	Outcomes jetstream.KeyValue
 	Workers  jetstream.KeyValue
+	Auth     jetstream.KeyValue
 
 	cfg Config
 	log *zap.Logger
@@ -120,6 +121,9 @@ func (b *Bus) Ensure(ctx context.Context) error {
 		{BucketChunks, DefaultRecordTTL, &b.Chunks},
 		{BucketOutcomes, DefaultRecordTTL, &b.Outcomes},
 		{BucketWorkers, WorkersTTL, &b.Workers},
+		// No TTL: a count of rejected logins must not lapse on its own
+		// while the credentials are still wrong.
+		{BucketAuth, 0, &b.Auth},
 	}
 	for _, k := range kvs {
 		kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{

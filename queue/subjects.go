@@ -21,6 +21,9 @@ const (
 	BucketOutcomes = "fallback_outcomes"
 	// BucketWorkers holds live worker processes, with a TTL.
 	BucketWorkers = "fallback_workers"
+	// BucketAuth holds the deployment-wide count of rejected ThingSpace
+	// logins, per username.
+	BucketAuth = "fallback_auth"
 )
 
 // Subjects.

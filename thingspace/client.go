@@ -28,6 +28,7 @@ type Client struct {
 	log     *zap.Logger
 	tokens  *tokenCache
 	session *session
+	guard   LoginGuard
 }
 
 // Option changes how New builds the client.
@@ -37,6 +38,26 @@ type Option func(*Client)
 // per-request timeout comes from Config.RequestTimeout).
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) { c.hc = hc }
+}
+
+// LoginGuard shares the count of rejected logins between every process
+// that logs in with the same username: ThingSpace locks the account after
+// five rejected logins in a row, whoever makes them, so a per-process cap
+// is not enough once a second process or a restart tries again.
+type LoginGuard interface {
+	// Reserve counts one more attempt when fewer than limit rejected
+	// logins in a row are recorded, and reports the count with it;
+	// ok is false, and nothing is counted, at the limit.
+	Reserve(ctx context.Context, limit int) (n int, ok bool, err error)
+	// Release takes back a reserved attempt that was never judged.
+	Release(ctx context.Context) error
+	// Reset clears the count after a successful login.
+	Reset(ctx context.Context) error
+}
+
+// WithLoginGuard makes every login attempt count against g first.
+func WithLoginGuard(g LoginGuard) Option {
+	return func(c *Client) { c.guard = g }
 }
 
 // New returns a client. Nothing is sent until the first call.

@@ -3,6 +3,7 @@ package thingspace
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -86,11 +87,16 @@ func (s *session) loginLoop(ctx context.Context) (string, error) {
 			}
 		}
 
+		shared, err := s.reserve(ctx)
+		if err != nil {
+			return "", err
+		}
 		tok, err := s.login(ctx)
 		s.mu.Lock()
 		if err == nil {
 			s.token, s.failures, s.nextTry = tok, 0, time.Time{}
 			s.mu.Unlock()
+			s.settle(ctx, true)
 			s.c.log.Info("session_login")
 			return tok, nil
 		}
@@ -98,10 +104,12 @@ func (s *session) loginLoop(ctx context.Context) (string, error) {
 		if !errors.As(err, &e) || e.Kind == KindTransient || e.Kind == KindRateLimited {
 			s.nextTry = time.Now().Add(cfg.LoginBackoff)
 			s.mu.Unlock()
+			s.settle(ctx, false)
 			s.c.log.Warn("session_login_failed", zap.Error(err))
 			return "", err
 		}
-		s.failures++
+		// The rejected attempt stays counted in the guard.
+		s.failures = max(s.failures+1, shared)
 		if s.failures >= cfg.LoginAttempts {
 			s.stopped = &Error{Op: "login", Kind: KindAuth, Status: e.Status, Code: e.Code,
 				RawCode: e.RawCode, Message: e.Message, Err: ErrLoginStopped}
@@ -114,6 +122,53 @@ func (s *session) loginLoop(ctx context.Context) (string, error) {
 		n := s.failures
 		s.mu.Unlock()
 		s.c.log.Warn("session_login_rejected", zap.Int("failures", n), zap.Error(e))
+	}
+}
+
+// reserve counts the coming attempt with the login guard, if there is
+// one, and returns the rejected logins in a row it then counts (this one
+// included). At the cap it stops the session without trying: other
+// processes already spent the attempts.
+func (s *session) reserve(ctx context.Context) (int, error) {
+	g := s.c.guard
+	if g == nil {
+		return 0, nil
+	}
+	n, ok, err := g.Reserve(ctx, s.c.cfg.LoginAttempts)
+	if err != nil {
+		// Without the shared count a login could be the fifth one.
+		return 0, &Error{Op: "login", Kind: KindTransient,
+			Message: "cannot check the shared count of rejected logins", Err: err}
+	}
+	if ok {
+		return n, nil
+	}
+	s.mu.Lock()
+	s.stopped = &Error{Op: "login", Kind: KindAuth, Err: ErrLoginStopped,
+		Message: fmt.Sprintf("%d rejected logins in a row are recorded for this username across the deployment; "+
+			"fix the credentials, then run `tsfallback login reset`", n)}
+	stop := s.stopped
+	s.mu.Unlock()
+	s.c.log.Error("session_login_stopped", zap.Int("failures", n), zap.Bool("shared", true))
+	return 0, stop
+}
+
+// settle tells the guard how a reserved attempt ended: a success clears the
+// count, an attempt that was never judged (network, 5xx) is taken back.
+func (s *session) settle(ctx context.Context, succeeded bool) {
+	g := s.c.guard
+	if g == nil {
+		return
+	}
+	var err error
+	if succeeded {
+		err = g.Reset(ctx)
+	} else {
+		err = g.Release(ctx)
+	}
+	if err != nil {
+		// Only errs on the side of fewer attempts later.
+		s.c.log.Warn("login_guard_update_failed", zap.Error(err))
 	}
 }
 
