@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,9 +29,21 @@ const (
 	// AckWait is how long a delivered callback may stay unacknowledged
 	// before another correlator gets it; a batch takes well under it.
 	AckWait = 30 * time.Second
-	// RetryDelay is the pause before a callback is delivered again, when
-	// its request record is not there yet or a step failed.
+	// RetryDelay is the pause before a callback is delivered again when a
+	// step failed.
 	RetryDelay = time.Second
+	// FirstWaitDelay is the pause before the first redelivery of a callback
+	// whose request record is not there yet; each further one doubles it,
+	// up to what is left of UnmatchedWait. Most records are a few
+	// milliseconds late (the callback raced the worker's write), a few are
+	// late by much more, and a fixed long pause would cost the first kind
+	// a second each.
+	FirstWaitDelay = 100 * time.Millisecond
+	// RecordWait is how long a callback's first delivery waits, in the
+	// batch, for a request record that is not there yet before it is
+	// nakked: the simulator (and ThingSpace) can call back before the
+	// worker has stored the record of the request it just answered.
+	RecordWait = 150 * time.Millisecond
 	// batchLinger is how long a partial batch waits for more callbacks:
 	// short enough to be invisible, long enough to fill batches under load.
 	batchLinger = 20 * time.Millisecond
@@ -55,6 +69,8 @@ type Correlator struct {
 	log   *zap.Logger
 	cache recordCache
 	now   func() time.Time
+	// recordWait is RecordWait; tests lengthen it.
+	recordWait time.Duration
 }
 
 // NewCorrelator checks cfg and returns a correlator; Run starts it.
@@ -72,8 +88,9 @@ func NewCorrelator(cfg Config, bus *queue.Bus, tr *progress.Tracker, log *zap.Lo
 	registerTracker(tr)
 	return &Correlator{
 		cfg: cfg, bus: bus, tr: tr, log: log.Named("correlator"),
-		cache: recordCache{m: map[string]*model.RequestRecord{}},
-		now:   time.Now,
+		cache:      recordCache{m: map[string]*model.RequestRecord{}},
+		now:        time.Now,
+		recordWait: RecordWait,
 	}, nil
 }
 
@@ -176,7 +193,9 @@ type item struct {
 	cb  model.Callback
 	seq uint64
 	age time.Duration
-	rec *model.RequestRecord
+	// delivered counts the deliveries of the message, this one included.
+	delivered uint64
+	rec       *model.RequestRecord
 	// lookupErr says the record could not be read (as opposed to absent).
 	lookupErr bool
 }
@@ -191,6 +210,7 @@ func (c *Correlator) process(ctx context.Context, msgs []jetstream.Msg) {
 		if md, err := m.Metadata(); err == nil {
 			it.seq = md.Sequence.Stream
 			it.age = c.now().Sub(md.Timestamp)
+			it.delivered = md.NumDelivered
 		}
 		cb, err := Decode(m.Data())
 		if err != nil {
@@ -208,24 +228,42 @@ func (c *Correlator) process(ctx context.Context, msgs []jetstream.Msg) {
 	if err := c.lookup(ctx, items); err != nil {
 		c.log.Warn("request_lookup_failed", zap.Error(err))
 	}
-	kept := items[:0]
+	var ready, early []*item
 	for _, it := range items {
-		if it.lookupErr {
+		switch {
+		case it.lookupErr:
 			// Not knowing is not "not found": try again, do not let the
 			// callback run out its wait and be called unmatched.
 			_ = it.msg.NakWithDelay(RetryDelay)
-			continue
+		case it.rec == nil && it.delivered <= 1 && lookupable(it.cb.RequestID) &&
+			it.age < c.cfg.UnmatchedWait:
+			early = append(early, it)
+		default:
+			ready = append(ready, it)
 		}
-		kept = append(kept, it)
 	}
-	items = kept
+	if len(early) == 0 {
+		c.handle(ctx, ready)
+		return
+	}
+	// The early ones wait for their records while the rest goes ahead.
+	var wg sync.WaitGroup
+	wg.Go(func() { c.awaitRecords(ctx, early) })
+	c.handle(ctx, ready)
+	wg.Wait()
+	c.handle(ctx, early)
+}
 
+// handle publishes the events of items whose record lookup is done, and
+// acks or naks every one of them.
+func (c *Correlator) handle(ctx context.Context, items []*item) {
 	var (
 		outcomes []progress.Outcome
 		finals   []jetstream.Msg
-		g        errgroup.Group
+		events   []model.Event
+		replyTo  []string
+		others   []*item
 	)
-	g.SetLimit(lookupParallelism)
 	for _, it := range items {
 		e, final, ok := c.event(it)
 		if !ok {
@@ -238,24 +276,13 @@ func (c *Correlator) process(ctx context.Context, msgs []jetstream.Msg) {
 			finals = append(finals, it.msg)
 			continue
 		}
-		g.Go(func() error {
-			replyTo := ""
-			if it.rec != nil {
-				replyTo = it.rec.ReplyTo
-			}
-			if err := c.bus.PublishEvent(ctx, e, replyTo); err != nil {
-				c.log.Warn("event_publish_failed", zap.String("type", e.Type), zap.Error(err))
-				_ = it.msg.NakWithDelay(RetryDelay)
-				return nil
-			}
-			if e.Type == model.EventDeviceUnmatched {
-				counters.unmatched.Add(1)
-			} else {
-				counters.statusEvents.Add(1)
-			}
-			_ = it.msg.Ack()
-			return nil
-		})
+		rt := ""
+		if it.rec != nil {
+			rt = it.rec.ReplyTo
+		}
+		events = append(events, e)
+		replyTo = append(replyTo, rt)
+		others = append(others, it)
 	}
 
 	if len(outcomes) > 0 {
@@ -272,7 +299,108 @@ func (c *Correlator) process(ctx context.Context, msgs []jetstream.Msg) {
 			}
 		}
 	}
-	_ = g.Wait()
+	if len(events) == 0 {
+		return
+	}
+	for i, err := range c.bus.PublishEvents(ctx, events, replyTo) {
+		if err != nil {
+			c.log.Warn("event_publish_failed", zap.String("type", events[i].Type), zap.Error(err))
+			_ = others[i].msg.NakWithDelay(RetryDelay)
+			continue
+		}
+		if events[i].Type == model.EventDeviceUnmatched {
+			counters.unmatched.Add(1)
+		} else {
+			counters.statusEvents.Add(1)
+		}
+		_ = others[i].msg.Ack()
+	}
+}
+
+// awaitPolls are the pauses between the reads of awaitRecords: short first,
+// since a record that is late at all is usually late by milliseconds.
+var awaitPolls = []time.Duration{
+	5 * time.Millisecond, 10 * time.Millisecond, 15 * time.Millisecond, 20 * time.Millisecond,
+}
+
+// awaitRecords reads the records of items again, a few times over at most
+// recordWait (and never past a callback's UnmatchedWait), and sets the ones
+// that appear. A read that fails counts as not found here; the callback is
+// then nakked and its redelivery looks again.
+func (c *Correlator) awaitRecords(ctx context.Context, items []*item) {
+	counters.awaited.Add(int64(len(items)))
+	wait := c.recordWait
+	for _, it := range items {
+		wait = min(wait, c.cfg.UnmatchedWait-it.age)
+	}
+	deadline := time.Now().Add(wait)
+	missing := map[string][]*item{}
+	for _, it := range items {
+		missing[it.cb.RequestID] = append(missing[it.cb.RequestID], it)
+	}
+	for round := 0; len(missing) > 0; round++ {
+		pause := awaitPolls[min(round, len(awaitPolls)-1)]
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(pause, left)):
+		}
+		ids := slices.Collect(maps.Keys(missing))
+		found := make([]*model.RequestRecord, len(ids))
+		var g errgroup.Group
+		g.SetLimit(lookupParallelism)
+		for i, id := range ids {
+			g.Go(func() error {
+				found[i], _ = c.read(ctx, id)
+				return nil
+			})
+		}
+		_ = g.Wait()
+		for i, rec := range found {
+			if rec == nil {
+				continue
+			}
+			its := missing[ids[i]]
+			c.cache.put(ids[i], rec)
+			counters.awaitedFound.Add(int64(len(its)))
+			for _, it := range its {
+				it.rec = rec
+			}
+			delete(missing, ids[i])
+		}
+	}
+}
+
+// read returns the request record of id, or nil when there is none.
+func (c *Correlator) read(ctx context.Context, id string) (*model.RequestRecord, error) {
+	entry, err := c.bus.Requests.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading request %s: %w", id, err)
+	}
+	var r model.RequestRecord
+	if err := json.Unmarshal(entry.Value(), &r); err != nil {
+		return nil, fmt.Errorf("reading request %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+// waitDelay is the pause before the next delivery of a callback that has
+// been delivered n times without its request record, with left of its
+// UnmatchedWait to go: FirstWaitDelay, doubled per delivery, never past
+// left.
+func waitDelay(n uint64, left time.Duration) time.Duration {
+	d := FirstWaitDelay
+	for i := uint64(1); i < n && d < left; i++ {
+		d *= 2
+	}
+	return max(min(d, left), 0)
 }
 
 // event builds the callback's event. ok is false when the callback was
@@ -282,7 +410,7 @@ func (c *Correlator) event(it *item) (e model.Event, final, ok bool) {
 	if it.rec == nil {
 		if it.age < c.cfg.UnmatchedWait && lookupable(cb.RequestID) {
 			counters.waiting.Add(1)
-			_ = it.msg.NakWithDelay(min(RetryDelay, c.cfg.UnmatchedWait-it.age))
+			_ = it.msg.NakWithDelay(waitDelay(it.delivered, c.cfg.UnmatchedWait-it.age))
 			return e, false, false
 		}
 		dev := cb.Device
@@ -363,23 +491,18 @@ func (c *Correlator) lookup(ctx context.Context, items []*item) error {
 	}
 	for _, id := range missing {
 		g.Go(func() error {
-			entry, err := c.bus.Requests.Get(ctx, id)
-			if errors.Is(err, jetstream.ErrKeyNotFound) {
-				return nil
-			}
-			var r model.RequestRecord
-			if err == nil {
-				err = json.Unmarshal(entry.Value(), &r)
-			}
+			r, err := c.read(ctx, id)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				failed[id] = true
-				errs = append(errs, fmt.Errorf("reading request %s: %w", id, err))
+				errs = append(errs, err)
 				return nil
 			}
-			ids[id] = &r
-			c.cache.put(id, &r)
+			if r != nil {
+				ids[id] = r
+				c.cache.put(id, r)
+			}
 			return nil
 		})
 	}

@@ -27,6 +27,13 @@ type harness struct {
 
 func startCorrelator(t *testing.T, cfg Config, log *zap.Logger) *harness {
 	t.Helper()
+	return startCorrelatorWith(t, cfg, log, nil)
+}
+
+// startCorrelatorWith is startCorrelator with a chance to change the
+// correlator before it runs.
+func startCorrelatorWith(t *testing.T, cfg Config, log *zap.Logger, opt func(*Correlator)) *harness {
+	t.Helper()
 	bus := queuetest.Bus(t)
 	tr, err := progress.New(bus, log)
 	if err != nil {
@@ -35,6 +42,9 @@ func startCorrelator(t *testing.T, cfg Config, log *zap.Logger) *harness {
 	c, err := NewCorrelator(cfg, bus, tr, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opt != nil {
+		opt(c)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -161,6 +171,66 @@ func TestCorrelateWaitsForRecord(t *testing.T) {
 	h.waitEvents(model.EventJobCompleted, 1)
 	if n := len(ofType(results(t, h.bus), model.EventDeviceUnmatched)); n != 0 {
 		t.Fatalf("%d unmatched", n)
+	}
+}
+
+// TestCorrelateEarlyCallback is the callback that beats its request record
+// by a little, as the simulator's do: it is matched on its first delivery,
+// without a redelivery and without an unmatched event.
+func TestCorrelateEarlyCallback(t *testing.T) {
+	cfg := testConfig()
+	cfg.UnmatchedWait = 20 * time.Second
+	// Long enough that the record below is always put inside the wait,
+	// however slow the machine; RecordWait itself is much shorter.
+	h := startCorrelatorWith(t, cfg, zaptest.NewLogger(t), func(c *Correlator) { c.recordWait = 10 * time.Second })
+	devs := devices(15, 2)
+	if err := h.tr.StartJob(context.Background(), model.Job{JobID: "job-e", AccountName: testAccount, Devices: devs}); err != nil {
+		t.Fatal(err)
+	}
+	waiting, awaited, found := counters.waiting.Load(), counters.awaited.Load(), counters.awaitedFound.Load()
+	h.callback(callbackBody("req-e", devs[0], model.StatusSuccess))
+	h.callback(callbackBody("req-e", devs[1], model.StatusFailed))
+	eventually(t, 10*time.Second, "the callbacks to wait for their record", func() bool {
+		return counters.awaited.Load()-awaited >= 2
+	})
+	h.putRecord(model.RequestRecord{RequestID: "req-e", JobID: "job-e", AccountName: testAccount, Devices: devs})
+	h.waitEvents(model.EventJobCompleted, 1)
+
+	if n := counters.waiting.Load() - waiting; n != 0 {
+		t.Fatalf("%d redeliveries, want the callbacks matched on their first delivery", n)
+	}
+	if n := counters.awaitedFound.Load() - found; n != 2 {
+		t.Fatalf("%d callbacks found their record while waiting, want 2", n)
+	}
+	es := results(t, h.bus)
+	if n := len(ofType(es, model.EventDeviceUnmatched)); n != 0 {
+		t.Fatalf("%d unmatched", n)
+	}
+	st, err := h.tr.Get(context.Background(), "job-e")
+	if err != nil || st.Counts != (model.Counts{Devices: 2, Succeeded: 1, Failed: 1}) || !st.Completed {
+		t.Fatalf("state %+v %v", st, err)
+	}
+}
+
+func TestWaitDelay(t *testing.T) {
+	for _, c := range []struct {
+		n          uint64
+		left, want time.Duration
+	}{
+		{0, 30 * time.Second, FirstWaitDelay},
+		{1, 30 * time.Second, FirstWaitDelay},
+		{2, 30 * time.Second, 2 * FirstWaitDelay},
+		{4, 30 * time.Second, 8 * FirstWaitDelay},
+		{9, 30 * time.Second, 256 * FirstWaitDelay},
+		{10, 30 * time.Second, 30 * time.Second},
+		{1000, 30 * time.Second, 30 * time.Second},
+		{1, 40 * time.Millisecond, 40 * time.Millisecond},
+		{5, 250 * time.Millisecond, 250 * time.Millisecond},
+		{3, 0, 0},
+	} {
+		if got := waitDelay(c.n, c.left); got != c.want {
+			t.Errorf("waitDelay(%d, %s) = %s, want %s", c.n, c.left, got, c.want)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +34,12 @@ const (
 	ReadyTimeout = 2 * time.Second
 	// ShutdownTimeout is how long in-flight callbacks get to finish.
 	ShutdownTimeout = 10 * time.Second
+	// silentGrace is how long, once shutdown starts, a connection that has
+	// not sent a byte keeps its chance to send its request before it is
+	// closed. net/http alone waits about 5 s for such connections, which
+	// HTTP clients open as spares; a client that was about to use one sees
+	// a closed connection, no 2xx, and sends the callback again.
+	silentGrace = 200 * time.Millisecond
 	// MaxHeaderBytes: ThingSpace sends a handful of short headers.
 	MaxHeaderBytes = 16 << 10
 )
@@ -50,6 +57,7 @@ type Ingester struct {
 	pass     [sha256.Size]byte
 	mux      *http.ServeMux // the callback port
 	adminMux *http.ServeMux // the admin listener
+	silent   silentConns
 }
 
 // NewIngester checks cfg and returns an ingester that stores callbacks on
@@ -135,6 +143,7 @@ func (in *Ingester) serve(ctx context.Context, ln net.Listener, h http.Handler, 
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnState:         in.silent.track,
 	}
 	ln = newLimitListener(ln, in.cfg.MaxConns)
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
@@ -147,7 +156,15 @@ func (in *Ingester) serve(ctx context.Context, ln net.Listener, h http.Handler, 
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	err := srv.Shutdown(sctx)
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(sctx) }()
+	var err error
+	select {
+	case err = <-shut:
+	case <-time.After(silentGrace):
+		in.silent.closeAll()
+		err = <-shut
+	}
 	if err != nil {
 		_ = srv.Close()
 	}
@@ -335,4 +352,40 @@ func jsonContentType(ct string) bool {
 	}
 	return mt == "application/json" || mt == "text/json" ||
 		(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+// silentConns are the open connections that have not sent a byte yet.
+type silentConns struct {
+	mu sync.Mutex
+	m  map[net.Conn]struct{}
+}
+
+// track is the servers' ConnState hook.
+func (s *silentConns) track(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st != http.StateNew {
+		delete(s.m, c)
+		return
+	}
+	if s.m == nil {
+		s.m = map[net.Conn]struct{}{}
+	}
+	s.m[c] = struct{}{}
+}
+
+// closeAll closes every connection that is still silent.
+func (s *silentConns) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.m {
+		_ = c.Close()
+		delete(s.m, c)
+	}
+}
+
+func (in *Ingester) silentConns() int {
+	in.silent.mu.Lock()
+	defer in.silent.mu.Unlock()
+	return len(in.silent.m)
 }

@@ -430,3 +430,45 @@ func TestAdminRoutes(t *testing.T) {
 		}
 	})
 }
+
+// TestServeStopsSilentConnections: a connection that was opened but never
+// sent a request (an HTTP client's spare dial) must not hold Serve's
+// shutdown; net/http alone waits about 5 s for such a connection.
+func TestServeStopsSilentConnections(t *testing.T) {
+	bus := queuetest.Bus(t)
+	in, err := NewIngester(testConfig(), bus, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- in.Serve(ctx, ln) }()
+
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	eventually(t, 5*time.Second, "the silent connection to be accepted", func() bool {
+		return in.silentConns() == 1
+	})
+
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Serve still waits for a connection that sent nothing")
+	}
+	_ = silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the silent connection is still open")
+	}
+}

@@ -24,6 +24,8 @@ var counters = struct {
 	decoded       atomic.Int64
 	deadLettered  atomic.Int64
 	waiting       atomic.Int64 // redeliveries while waiting for a request record
+	awaited       atomic.Int64 // first deliveries that waited in the batch for their record
+	awaitedFound  atomic.Int64 // of those, the ones whose record came while waiting
 	unmatched     atomic.Int64
 	statusEvents  atomic.Int64
 	finals        atomic.Int64
@@ -100,6 +102,8 @@ func writeMetrics(w io.Writer) {
 	counter("tsfb_correlator_decoded_total", "Stored callbacks decoded.", c.decoded.Load())
 	counter("tsfb_correlator_dead_lettered_total", "Callbacks that could not be decoded, kept in FALLBACK_DEAD.", c.deadLettered.Load())
 	counter("tsfb_correlator_waiting_total", "Redeliveries of callbacks waiting for their request record.", c.waiting.Load())
+	counter("tsfb_correlator_awaited_total", "First deliveries that waited in their batch for a late request record.", c.awaited.Load())
+	counter("tsfb_correlator_awaited_found_total", "Callbacks whose late request record came while they waited in their batch.", c.awaitedFound.Load())
 	counter("tsfb_correlator_unmatched_total", "device.unmatched events published.", c.unmatched.Load())
 	counter("tsfb_correlator_status_events_total", "Non-final device.status events published.", c.statusEvents.Load())
 	counter("tsfb_correlator_final_total", "Final callbacks handed to the progress tracker.", c.finals.Load())

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -154,49 +155,69 @@ type tally struct {
 // the stream to drop a second publish: it looks for the event in the job's
 // events first and publishes only when it is not there.
 func (t *Tracker) Record(ctx context.Context, outs []Outcome) error {
-	var (
-		mu   sync.Mutex
-		jobs = map[string]*tally{}
-		errs []error
-	)
-	var g errgroup.Group
-	g.SetLimit(Parallelism)
-	for i := range outs {
-		o := outs[i]
+	valid := make([]Outcome, 0, len(outs))
+	for _, o := range outs {
 		if err := validate(&o); err != nil {
 			t.stats.Invalid.Add(1)
 			t.log.Warn("outcome_invalid", zap.String("job_id", o.Event.JobID),
 				zap.String("source", o.Source), zap.Error(err))
 			continue
 		}
-		g.Go(func() error {
-			rec, err := t.store(ctx, o)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return nil
-			}
-			e := &rec.Event
-			tl := jobs[e.JobID]
-			if tl == nil {
-				tl = &tally{account: e.AccountName, replyTo: rec.ReplyTo, devices: map[string]string{}}
-				jobs[e.JobID] = tl
-			}
-			if _, ok := tl.devices[deviceKey(e.Device)]; !ok {
-				tl.devices[deviceKey(e.Device)] = e.Type
-			}
-			return nil
-		})
+		if o.Event.At.IsZero() {
+			o.Event.At = t.now()
+		}
+		valid = append(valid, o)
 	}
-	_ = g.Wait()
+	if len(valid) == 0 {
+		return nil
+	}
 
-	// Counts of the outcomes that were stored are applied even when others
-	// failed, so the redelivery has less to do.
+	// Step 1 for the whole batch, then step 2 for the whole batch: every
+	// outcome's create is acked before its event is sent.
+	recs, publish, errs := t.storeAll(ctx, valid)
+	var (
+		events  []model.Event
+		replyTo []string
+		which   []int
+	)
+	for i := range valid {
+		if errs[i] == nil && publish[i] {
+			events = append(events, recs[i].Event)
+			replyTo = append(replyTo, recs[i].ReplyTo)
+			which = append(which, i)
+		}
+	}
+	for k, err := range t.bus.PublishEvents(ctx, events, replyTo) {
+		if err != nil {
+			errs[which[k]] = err
+		}
+	}
+
+	// Counts of the outcomes that were stored and published are applied
+	// even when others failed, so the redelivery has less to do.
+	jobs := map[string]*tally{}
+	for i := range valid {
+		if errs[i] != nil {
+			continue
+		}
+		e := &recs[i].Event
+		tl := jobs[e.JobID]
+		if tl == nil {
+			tl = &tally{account: e.AccountName, replyTo: recs[i].ReplyTo, devices: map[string]string{}}
+			jobs[e.JobID] = tl
+		}
+		if _, ok := tl.devices[deviceKey(e.Device)]; !ok {
+			tl.devices[deviceKey(e.Device)] = e.Type
+		}
+	}
+	var (
+		mu sync.Mutex
+		g  errgroup.Group
+	)
+	g.SetLimit(Parallelism)
 	for jobID, tl := range jobs {
 		g.Go(func() error {
-			err := t.apply(ctx, jobID, tl)
-			if err != nil {
+			if err := t.apply(ctx, jobID, tl); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -208,62 +229,121 @@ func (t *Tracker) Record(ctx context.Context, outs []Outcome) error {
 	return errors.Join(errs...)
 }
 
-// store does steps 1 and 2 for one outcome and returns the record that
-// counts for the device, which is the stored one when it already existed.
-func (t *Tracker) store(ctx context.Context, o Outcome) (outcomeRecord, error) {
-	if o.Event.At.IsZero() {
-		o.Event.At = t.now()
+// storeAll does step 1 for every outcome. The creates go out as
+// asynchronous publishes to the bucket's subjects with an expected last
+// subject sequence of 0, which is what KeyValue.Create sends, and their acks
+// are awaited together: one round trip for the batch rather than one per
+// outcome. The rare outcome whose key exists takes the slow path of
+// storeExisting. recs[i] is the record that counts for outs[i]; publish[i]
+// says its event must be sent.
+func (t *Tracker) storeAll(ctx context.Context, outs []Outcome) (recs []outcomeRecord, publish []bool, errs []error) {
+	recs = make([]outcomeRecord, len(outs))
+	publish = make([]bool, len(outs))
+	errs = make([]error, len(outs))
+	futs := make([]jetstream.PubAckFuture, len(outs))
+	prefix := "$KV." + t.bus.Outcomes.Bucket() + "."
+	for i := range outs {
+		o := &outs[i]
+		recs[i] = outcomeRecord{Source: o.Source, ReplyTo: o.ReplyTo, Event: o.Event}
+		data, err := json.Marshal(recs[i])
+		if err != nil {
+			errs[i] = fmt.Errorf("encoding outcome: %w", err)
+			continue
+		}
+		msg := nats.NewMsg(prefix + outcomeKey(&o.Event))
+		msg.Data = data
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		if futs[i], err = t.bus.JS.PublishMsgAsync(msg); err != nil {
+			errs[i] = fmt.Errorf("storing outcome %s: %w", outcomeKey(&o.Event), err)
+		}
 	}
-	rec := outcomeRecord{Source: o.Source, ReplyTo: o.ReplyTo, Event: o.Event}
+	var slow []int
+	for i, f := range futs {
+		if f == nil {
+			continue
+		}
+		err := queue.AwaitAck(ctx, f)
+		switch {
+		case err == nil:
+			t.stats.Recorded.Add(1)
+			publish[i] = true
+		case wrongLastSeq(err):
+			slow = append(slow, i)
+		default:
+			errs[i] = fmt.Errorf("storing outcome %s: %w", outcomeKey(&outs[i].Event), err)
+		}
+	}
+	var g errgroup.Group
+	g.SetLimit(Parallelism)
+	for _, i := range slow {
+		g.Go(func() error {
+			recs[i], publish[i], errs[i] = t.storeExisting(ctx, outs[i], recs[i])
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return recs, publish, errs
+}
+
+// wrongLastSeq reports whether err is JetStream's answer to a create of a
+// key that has a value: code 10071, or 10164 from a replicated stream.
+func wrongLastSeq(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// storeExisting is step 1 for an outcome whose create found the key taken.
+// It goes through KeyValue.Create once more, which also handles a key whose
+// last value is a delete marker, and returns the record that counts for the
+// device (the stored one when it exists) and whether its event must be
+// published.
+func (t *Tracker) storeExisting(ctx context.Context, o Outcome, rec outcomeRecord) (outcomeRecord, bool, error) {
 	data, err := json.Marshal(rec)
 	if err != nil {
-		return rec, fmt.Errorf("encoding outcome: %w", err)
+		return rec, false, fmt.Errorf("encoding outcome: %w", err)
 	}
 	key := outcomeKey(&o.Event)
 	_, err = t.bus.Outcomes.Create(ctx, key, data)
 	switch {
 	case err == nil:
 		t.stats.Recorded.Add(1)
-	case errors.Is(err, jetstream.ErrKeyExists):
-		entry, gerr := t.bus.Outcomes.Get(ctx, key)
-		if gerr != nil {
-			return rec, fmt.Errorf("reading outcome %s: %w", key, gerr)
-		}
-		var stored outcomeRecord
-		if uerr := json.Unmarshal(entry.Value(), &stored); uerr != nil || stored.Event.Device == nil {
-			// A record we cannot read still says the device is done; count
-			// this outcome in its place rather than never finishing the job.
-			t.log.Warn("outcome_record_unreadable", zap.String("key", key))
-			return rec, nil
-		}
-		if stored.Source != o.Source {
-			t.stats.Resends.Add(1)
-			t.log.Debug("outcome_resend_skipped", zap.String("key", key),
-				zap.String("source", o.Source), zap.String("stored_source", stored.Source))
-			return stored, nil
-		}
-		t.stats.Redone.Add(1)
-		rec = stored
-		if t.mustLookBeforeRepublish(ctx, entry.Created()) {
-			found, err := t.published(ctx, &rec.Event, entry.Created())
-			if err != nil {
-				return rec, err
-			}
-			if found {
-				// Limitation: a crash between the stream publish and the
-				// replyTo publish leaves replyTo without this event; it
-				// is a core NATS subject, at most once by nature.
-				t.stats.AlreadyPublished.Add(1)
-				return rec, nil
-			}
-		}
-	default:
-		return rec, fmt.Errorf("storing outcome %s: %w", key, err)
+		return rec, true, nil
+	case !errors.Is(err, jetstream.ErrKeyExists):
+		return rec, false, fmt.Errorf("storing outcome %s: %w", key, err)
 	}
-	if err := t.bus.PublishEvent(ctx, rec.Event, rec.ReplyTo); err != nil {
-		return rec, err
+	entry, err := t.bus.Outcomes.Get(ctx, key)
+	if err != nil {
+		return rec, false, fmt.Errorf("reading outcome %s: %w", key, err)
 	}
-	return rec, nil
+	var stored outcomeRecord
+	if uerr := json.Unmarshal(entry.Value(), &stored); uerr != nil || stored.Event.Device == nil {
+		// A record we cannot read still says the device is done; count
+		// this outcome in its place rather than never finishing the job.
+		t.log.Warn("outcome_record_unreadable", zap.String("key", key))
+		return rec, false, nil
+	}
+	if stored.Source != o.Source {
+		t.stats.Resends.Add(1)
+		t.log.Debug("outcome_resend_skipped", zap.String("key", key),
+			zap.String("source", o.Source), zap.String("stored_source", stored.Source))
+		return stored, false, nil
+	}
+	t.stats.Redone.Add(1)
+	if t.mustLookBeforeRepublish(ctx, entry.Created()) {
+		found, err := t.published(ctx, &stored.Event, entry.Created())
+		if err != nil {
+			return stored, false, err
+		}
+		if found {
+			// Limitation: a crash between the stream publish and the
+			// replyTo publish leaves replyTo without this event; it
+			// is a core NATS subject, at most once by nature.
+			t.stats.AlreadyPublished.Add(1)
+			return stored, false, nil
+		}
+	}
+	return stored, true, nil
 }
 
 // apply does steps 3 and 4 for one job.

@@ -39,6 +39,7 @@ type Bus struct {
 	Outcomes jetstream.KeyValue
 	Workers  jetstream.KeyValue
 	Auth     jetstream.KeyValue
+	Runs     jetstream.KeyValue
 
 	cfg Config
 	log *zap.Logger
@@ -124,6 +125,7 @@ func (b *Bus) Ensure(ctx context.Context) error {
 		// No TTL: a count of rejected logins must not lapse on its own
 		// while the credentials are still wrong.
 		{BucketAuth, 0, &b.Auth},
+		{BucketRuns, DefaultRecordTTL, &b.Runs},
 	}
 	for _, k := range kvs {
 		kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -209,6 +211,66 @@ func (b *Bus) PublishEvent(ctx context.Context, e model.Event, replyTo string) e
 		}
 	}
 	return nil
+}
+
+// PublishEvents is PublishEvent for many events: each is sent with an
+// asynchronous publish, the acks are awaited together (one round trip for
+// the lot instead of one per event), and then each stored event is sent to
+// its replyTo[i] when not empty. errs[i] is events[i]'s error; nil means
+// stored. replyTo may be shorter than events.
+func (b *Bus) PublishEvents(ctx context.Context, events []model.Event, replyTo []string) []error {
+	errs := make([]error, len(events))
+	futs := make([]jetstream.PubAckFuture, len(events))
+	data := make([][]byte, len(events))
+	for i := range events {
+		e := &events[i]
+		if e.At.IsZero() {
+			e.At = time.Now().UTC()
+		}
+		d, err := json.Marshal(e)
+		if err != nil {
+			errs[i] = fmt.Errorf("encoding %s event: %w", e.Type, err)
+			continue
+		}
+		data[i] = d
+		msg := nats.NewMsg(ResultSubject(e.AccountName, e.JobID))
+		msg.Data = d
+		msg.Header.Set(jetstream.MsgIDHeader, e.MsgID())
+		if futs[i], err = b.JS.PublishMsgAsync(msg); err != nil {
+			errs[i] = fmt.Errorf("publishing %s event of job %s: %w", e.Type, e.JobID, err)
+		}
+	}
+	for i, f := range futs {
+		if f == nil {
+			continue
+		}
+		e := &events[i]
+		if err := AwaitAck(ctx, f); err != nil {
+			errs[i] = fmt.Errorf("publishing %s event of job %s: %w", e.Type, e.JobID, err)
+			continue
+		}
+		if i < len(replyTo) && replyTo[i] != "" {
+			rmsg := nats.NewMsg(replyTo[i])
+			rmsg.Data = data[i]
+			rmsg.Header.Set(jetstream.MsgIDHeader, e.MsgID())
+			if err := b.NC.PublishMsg(rmsg); err != nil {
+				errs[i] = fmt.Errorf("publishing %s event of job %s to reply subject: %w", e.Type, e.JobID, err)
+			}
+		}
+	}
+	return errs
+}
+
+// AwaitAck waits for an asynchronous publish's ack, or ctx.
+func AwaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // DeadLetter stores body in FALLBACK_DEAD under the kind, with the reason.
