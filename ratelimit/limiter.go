@@ -33,6 +33,10 @@ const (
 // ErrClosed is returned by Wait after Close.
 var ErrClosed = errors.New("ratelimit: limiter closed")
 
+// ErrLongPause is returned by WaitUpTo when the deployment is paused for
+// longer than the caller can wait; PausedUntil says until when.
+var ErrLongPause = errors.New("ratelimit: paused for longer than the caller waits")
+
 // Limiter hands out this process's share of the deployment's requests.
 // It is safe for concurrent use.
 type Limiter struct {
@@ -121,6 +125,14 @@ func newLimiter(ctx context.Context, cfg Config, workers jetstream.KeyValue, id 
 // Wait blocks until this process may send one request, or until ctx ends.
 // A pause that starts while it waits holds it until the pause ends.
 func (l *Limiter) Wait(ctx context.Context) error {
+	return l.WaitUpTo(ctx, 0)
+}
+
+// WaitUpTo is Wait for a caller that must not hold its work through a long
+// pause (a job whose message others could take): when a pause of more than
+// longest is running, or starts while it waits, it returns ErrLongPause at
+// once instead. A longest of 0 or less waits out any pause, like Wait.
+func (l *Limiter) WaitUpTo(ctx context.Context, longest time.Duration) error {
 	l.mu.Lock()
 	l.waiting++
 	l.lastAsk = time.Now()
@@ -135,7 +147,14 @@ func (l *Limiter) Wait(ctx context.Context) error {
 		l.lastAsk = time.Now()
 		l.mu.Unlock()
 	}()
-	return l.wait(ctx)
+	return l.wait(ctx, longest)
+}
+
+// waiters returns the number of Wait calls in progress.
+func (l *Limiter) waiters() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.waiting
 }
 
 // idleSince returns how long this process has not asked for a token: 0
@@ -149,7 +168,7 @@ func (l *Limiter) idleSince(now time.Time) time.Duration {
 	return now.Sub(l.lastAsk)
 }
 
-func (l *Limiter) wait(ctx context.Context) error {
+func (l *Limiter) wait(ctx context.Context, longest time.Duration) error {
 	for {
 		now := time.Now()
 		l.mu.Lock()
@@ -161,6 +180,9 @@ func (l *Limiter) wait(ctx context.Context) error {
 		if now.Before(l.pausedUntil) {
 			d := l.pausedUntil.Sub(now)
 			l.mu.Unlock()
+			if longest > 0 && d > longest {
+				return ErrLongPause
+			}
 			if err := sleep(ctx, d, changed); err != nil {
 				return err
 			}
@@ -318,6 +340,9 @@ func (l *Limiter) Limit() (rate.Limit, int) {
 	l.applyLocked(time.Now())
 	return l.local.Limit(), l.local.Burst()
 }
+
+// Budget returns the deployment's budget this limiter shares.
+func (l *Limiter) Budget() Config { return l.cfg }
 
 // Members returns the number of live processes this one counts, itself
 // included.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/progress"
+	"github.com/tsfallback/tsfallback/ratelimit"
 	"github.com/tsfallback/tsfallback/thingspace"
 )
 
@@ -155,13 +156,18 @@ func (w *Worker) submit(ctx context.Context, d *delivery, devs []model.Device) (
 			return "", dup, nil, errHalted
 		}
 		// Holding a slot through a long pause keeps the message from the
-		// other workers for nothing. Near the last delivery the job holds
-		// on instead, so that pauses alone cannot exhaust it.
-		if p := time.Until(w.lim.PausedUntil()); p > longPause &&
-			int(d.meta.NumDelivered) < w.cfg.MaxDeliver-2 {
-			return "", dup, nil, &retryLater{delay: p, err: errors.New("deployment paused by a 429")}
+		// other workers for nothing: the job is handed back for when the
+		// pause ends, also when the pause starts while it waits for a
+		// token. Near the last delivery the job holds on instead, so that
+		// pauses alone cannot exhaust it.
+		longest := longPause
+		if int(d.meta.NumDelivered) >= w.cfg.MaxDeliver-2 {
+			longest = 0
 		}
-		if err := w.lim.Wait(ctx); err != nil {
+		if err := w.lim.WaitUpTo(ctx, longest); errors.Is(err, ratelimit.ErrLongPause) {
+			return "", dup, nil, &retryLater{delay: max(time.Until(w.lim.PausedUntil()), time.Second),
+				err: errors.New("deployment paused by a 429")}
+		} else if err != nil {
 			return "", dup, nil, fmt.Errorf("waiting on the rate limit: %w", err)
 		}
 		id, err := w.api.SetFallbackAttribute(ctx, req)
@@ -220,6 +226,8 @@ func (w *Worker) persist(ctx context.Context, log *zap.Logger, op func(context.C
 		if err == nil || errors.Is(err, jetstream.ErrInvalidKey) || ctx.Err() != nil {
 			return err
 		}
+		// The server may have lost the bucket: have it re-created.
+		w.askCheck()
 		wait := jitter(expo(w.backoff.base, persistBackoffCap, attempt))
 		log.Warn("worker_persist_retry", zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
 		if err := sleep(ctx, wait); err != nil {

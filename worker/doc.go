@@ -20,4 +20,12 @@
 //   - While a job waits on the rate limit or on ThingSpace, its message is
 //     kept alive with in-progress acknowledgements, so it is not delivered
 //     to a second worker.
+//   - A process holds only the jobs its share of the rate budget can start
+//     within half the ack wait (at least one, at most
+//     TSFB_WORKER_CONCURRENCY); the rest stay in the stream for the other
+//     processes. A pause longer than two minutes hands jobs back with a
+//     delay instead of holding them.
+//   - A consumer that would overlap another on the work-queue stream stops
+//     start-up with the server's error. Streams, buckets and the consumer
+//     lost while running are re-created, and logged, without a restart.
 package worker

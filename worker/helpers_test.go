@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/progress"
@@ -74,8 +78,34 @@ func start(t *testing.T, cfg Config, api Submitter) *harness {
 
 func startOn(t *testing.T, bus *queue.Bus, cfg Config, api Submitter) *harness {
 	t.Helper()
-	log := zaptest.NewLogger(t)
-	lim, err := ratelimit.New(context.Background(), ratelimit.Config{RPS: 1000, Burst: 100}, nil, "test", log)
+	return startWith(t, bus, cfg, api, options{})
+}
+
+// options change what startWith builds.
+type options struct {
+	// log replaces the test logger, for tests that read the worker's log.
+	log *zap.Logger
+	// rate replaces the generous default budget.
+	rate ratelimit.Config
+	// member joins the limiter to the bus's workers bucket under this
+	// name instead of running it alone.
+	member string
+}
+
+func startWith(t *testing.T, bus *queue.Bus, cfg Config, api Submitter, o options) *harness {
+	t.Helper()
+	log := o.log
+	if log == nil {
+		log = zaptest.NewLogger(t)
+	}
+	if o.rate == (ratelimit.Config{}) {
+		o.rate = ratelimit.Config{RPS: 1000, Burst: 100}
+	}
+	var kv jetstream.KeyValue
+	if o.member != "" {
+		kv = bus.Workers
+	}
+	lim, err := ratelimit.New(context.Background(), o.rate, kv, o.member, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,4 +253,50 @@ func getRecord(t *testing.T, bus *queue.Bus, id string) (model.RequestRecord, bo
 		t.Fatal(err)
 	}
 	return rec, true
+}
+
+// observed returns a logger that writes to the test log and records every
+// entry at info and above.
+func observed(t *testing.T) (*zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zap.InfoLevel)
+	return zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core)), logs
+}
+
+// holdAPI accepts nothing: every call blocks until its context ends or
+// release is closed, like a ThingSpace that is slow to answer. It counts
+// the calls in flight.
+type holdAPI struct {
+	release chan struct{}
+	calls   atomic.Int64
+	inside  atomic.Int64
+}
+
+func newHoldAPI() *holdAPI { return &holdAPI{release: make(chan struct{})} }
+
+func (h *holdAPI) SetFallbackAttribute(ctx context.Context, req model.SetFallbackRequest) (string, error) {
+	n := h.calls.Add(1)
+	h.inside.Add(1)
+	defer h.inside.Add(-1)
+	select {
+	case <-h.release:
+		return fmt.Sprintf("req-held-%d", n), nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// consumerInfo returns the state of the worker's consumer.
+func consumerInfo(t *testing.T, bus *queue.Bus, name string) *jetstream.ConsumerInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := bus.JS.Consumer(ctx, queue.StreamJobs, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
 }

@@ -98,6 +98,9 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			zap.Duration("delay", rl.delay), zap.Error(err))
 		_ = msg.NakWithDelay(rl.delay)
 	default:
+		// Most errors here are the bus's: the server may have lost a
+		// stream or bucket, which the fetch loop re-creates.
+		w.askCheck()
 		delay := w.backoff.redelivery(int(meta.NumDelivered))
 		w.stats.JobsRetried.Add(1)
 		d.log.Warn("worker_job_retry_later", zap.String("job_id", d.job.JobID),
@@ -204,7 +207,9 @@ func (w *Worker) process(ctx context.Context, d *delivery) error {
 	}
 	d.log.Debug("worker_job_accepted", zap.Int("devices", len(d.job.Devices)))
 
-	for i, devs := range chunks(d.job.Devices, w.cfg.ChunkSize) {
+	parts := chunks(d.job.Devices, w.cfg.ChunkSize)
+	w.est.observe(len(parts))
+	for i, devs := range parts {
 		if err := w.runChunk(ctx, d, i, devs); err != nil {
 			return err
 		}

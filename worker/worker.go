@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,10 @@ const (
 	ackPendingProcesses = 64
 	// recoverBackoff is the pause after a failed pull before the next.
 	recoverBackoff = time.Second
+	// defaultCheckEvery is how often an idle worker checks that the
+	// server still has its streams and buckets: a loss the fetch does not
+	// see (a bucket) is found within it.
+	defaultCheckEvery = 10 * time.Second
 )
 
 // ErrNoConsumer wraps a failure to create the jobs consumer.
@@ -55,6 +60,12 @@ type Stats struct {
 	// PossibleDuplicates counts requests sent again after an ambiguous
 	// failure, and journal entries found written by another delivery.
 	PossibleDuplicates atomic.Int64
+	// FetchPauses counts the times the fetch loop waited out a pause of
+	// the deployment instead of fetching.
+	FetchPauses atomic.Int64
+	// Recreated counts the times streams, buckets or the consumer were
+	// found lost and re-created.
+	Recreated atomic.Int64
 }
 
 // Worker consumes jobs and submits them.
@@ -77,6 +88,17 @@ type Worker struct {
 	// in the stream instead of spending their deliveries on a credentials
 	// problem.
 	halted atomic.Bool
+
+	// est is the moving average of requests per job, for jobSlots.
+	est *chunkEstimate
+	// inflight is the number of jobs being processed.
+	inflight atomic.Int64
+	// checkEvery (a time.Duration) is the interval of the loss check;
+	// tests shorten it.
+	checkEvery atomic.Int64
+	// kick asks the fetch loop to check for lost streams and buckets now,
+	// after a job met an error of the bus.
+	kick chan struct{}
 }
 
 // haltRedelivery delays the redelivery of a job handed back by a halted
@@ -118,7 +140,7 @@ func New(cfg Config, bus *queue.Bus, api Submitter, lim *ratelimit.Limiter,
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Worker{
+	w := &Worker{
 		cfg:     cfg,
 		bus:     bus,
 		api:     api,
@@ -126,7 +148,28 @@ func New(cfg Config, bus *queue.Bus, api Submitter, lim *ratelimit.Limiter,
 		tr:      tr,
 		log:     log.Named("worker"),
 		backoff: defaultBackoff,
-	}, nil
+		est:     newChunkEstimate(cfg),
+		kick:    make(chan struct{}, 1),
+	}
+	w.checkEvery.Store(int64(defaultCheckEvery))
+	return w, nil
+}
+
+// InFlight returns the number of jobs this worker is processing.
+func (w *Worker) InFlight() int { return int(w.inflight.Load()) }
+
+// slots returns how many jobs this worker may hold now (see jobSlots).
+func (w *Worker) slots() int {
+	share, _ := w.lim.Limit()
+	return jobSlots(w.cfg.Concurrency, float64(share), horizon(w.cfg.AckWait), w.est.get())
+}
+
+// askCheck has the fetch loop look for lost streams and buckets soon.
+func (w *Worker) askCheck() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Stats returns the worker's counters.
@@ -148,7 +191,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
 	var wg sync.WaitGroup
-	slots := make(chan struct{}, w.cfg.Concurrency)
+	// freed is signalled when a job ends, so that the loop fetches again.
+	freed := make(chan struct{}, 1)
+	start := func(msg jetstream.Msg) {
+		w.inflight.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				w.inflight.Add(-1)
+				select {
+				case freed <- struct{}{}:
+				default:
+				}
+			}()
+			w.handle(jobCtx, msg)
+		}()
+	}
+	lastCheck := time.Now()
 
 	for ctx.Err() == nil {
 		if w.halted.Load() {
@@ -160,31 +220,37 @@ func (w *Worker) Run(ctx context.Context) error {
 		// While the deployment is paused, a new job could not start
 		// anyway: leave it in the stream for whoever is free later.
 		if d := time.Until(w.lim.PausedUntil()); d > 0 {
+			w.stats.FetchPauses.Add(1)
+			w.log.Debug("worker_fetch_paused", zap.Duration("pause", d))
 			if sleep(ctx, d) != nil {
 				break
 			}
 		}
-		n := acquire(ctx, slots)
-		if n == 0 {
-			break
+		select {
+		case <-w.kick:
+			w.recover(ctx)
+			lastCheck = time.Now()
+		default:
+			if time.Since(lastCheck) >= time.Duration(w.checkEvery.Load()) {
+				w.recover(ctx)
+				lastCheck = time.Now()
+			}
 		}
-		if w.halted.Load() {
-			// Halted while this loop waited for a slot.
-			release(slots, n)
+		// Fetch only what this process's share can start soon; the
+		// share changes with the other processes' demand, so look again
+		// after fetchWait even when no job ended.
+		n := w.slots() - w.InFlight()
+		if n <= 0 {
+			if waitFreed(ctx, freed, fetchWait) != nil {
+				break
+			}
 			continue
 		}
-		got, err := w.fetch(ctx, n, func(msg jetstream.Msg) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				w.handle(jobCtx, msg)
-			}()
-		})
-		release(slots, n-got)
+		_, err := w.fetch(ctx, n, start)
 		if err != nil && ctx.Err() == nil {
 			w.log.Warn("worker_fetch_failed", zap.Error(err))
 			w.recover(ctx)
+			lastCheck = time.Now()
 			_ = sleep(ctx, recoverBackoff)
 		}
 	}
@@ -208,30 +274,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// acquire takes one free slot, waiting for it, and then every other free
-// slot without waiting. It returns how many it took: 0 when ctx ended.
-func acquire(ctx context.Context, slots chan struct{}) int {
+// waitFreed waits until a job ends, d passes or ctx ends.
+func waitFreed(ctx context.Context, freed <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case slots <- struct{}{}:
+	case <-freed:
+	case <-t.C:
 	case <-ctx.Done():
-		return 0
+		return ctx.Err()
 	}
-	n := 1
-	for n < cap(slots) {
-		select {
-		case slots <- struct{}{}:
-			n++
-		default:
-			return n
-		}
-	}
-	return n
-}
-
-func release(slots chan struct{}, n int) {
-	for range n {
-		<-slots
-	}
+	return nil
 }
 
 // fetch pulls up to n jobs and hands each to start; it returns how many it
@@ -276,7 +329,7 @@ func (w *Worker) ensureConsumer(ctx context.Context) (jetstream.Consumer, error)
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       w.cfg.AckWait,
 		MaxDeliver:    w.cfg.MaxDeliver,
-		MaxAckPending: w.cfg.Concurrency * ackPendingProcesses,
+		MaxAckPending: maxAckPending(w.cfg.Concurrency, w.lim.Budget().RPS, horizon(w.cfg.AckWait)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w %s: %w", ErrNoConsumer, w.cfg.Consumer, err)
@@ -288,8 +341,24 @@ func (w *Worker) ensureConsumer(ctx context.Context) (jetstream.Consumer, error)
 }
 
 // recover re-creates the streams, buckets and consumer when the server has
-// lost them (a restart without its store, an operator's mistake).
+// lost them (a restart without its store, an operator's mistake), and says
+// which it found missing.
 func (w *Worker) recover(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, recoverTimeout)
+	defer cancel()
+	missing, err := w.missing(ctx)
+	if err != nil {
+		w.log.Warn("worker_check_streams_failed", zap.Error(err))
+		return
+	}
+	if len(missing) > 0 {
+		if err := w.bus.Ensure(ctx); err != nil {
+			w.log.Error("worker_recreate_streams_failed", zap.Strings("missing", missing), zap.Error(err))
+			return
+		}
+		w.stats.Recreated.Add(1)
+		w.log.Warn("worker_streams_recreated", zap.Strings("missing", missing))
+	}
 	cons, err := w.consumer(ctx)
 	if err == nil {
 		_, err = cons.Info(ctx)
@@ -298,13 +367,41 @@ func (w *Worker) recover(ctx context.Context) {
 		return
 	}
 	w.log.Warn("worker_consumer_lost", zap.Error(err))
-	if err := w.bus.Ensure(ctx); err != nil {
-		w.log.Error("worker_recreate_streams_failed", zap.Error(err))
-		return
-	}
 	if _, err := w.ensureConsumer(ctx); err != nil {
 		w.log.Error("worker_recreate_consumer_failed", zap.Error(err))
 		return
 	}
-	w.log.Info("worker_consumer_recreated")
+	w.stats.Recreated.Add(1)
+	w.log.Warn("worker_consumer_recreated", zap.String("consumer", w.cfg.Consumer))
+}
+
+// recoverTimeout bounds one check and re-creation.
+const recoverTimeout = 10 * time.Second
+
+// busStreams are the streams the worker needs, a KV bucket being the
+// stream KV_<bucket>.
+var busStreams = []string{
+	queue.StreamJobs, queue.StreamCallbacks, queue.StreamResults, queue.StreamDead,
+	"KV_" + queue.BucketRequests, "KV_" + queue.BucketJobs, "KV_" + queue.BucketChunks,
+	"KV_" + queue.BucketOutcomes, "KV_" + queue.BucketWorkers,
+}
+
+// missing returns the names of the streams and buckets the server lacks,
+// in one listing request.
+func (w *Worker) missing(ctx context.Context) ([]string, error) {
+	have := map[string]bool{}
+	names := w.bus.JS.StreamNames(ctx)
+	for n := range names.Name() {
+		have[n] = true
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("listing streams: %w", err)
+	}
+	var out []string
+	for _, n := range busStreams {
+		if !have[n] {
+			out = append(out, strings.TrimPrefix(n, "KV_"))
+		}
+	}
+	return out, nil
 }
