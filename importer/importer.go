@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/queue"
 )
 
 // checkEvery is how many rows pass between checks of the context and the
@@ -98,6 +99,16 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 	}
 	pub := &publisher{js: im.js, maxPayload: payload, max: im.cfg.MaxPending,
 		res: &res, dryRun: opts.DryRun, onJob: im.onJob}
+	if !opts.DryRun {
+		// queue.Open creates the manifest; without it (a bare server) the
+		// import still works, only a reused run id goes unnoticed.
+		kv, err := im.js.KeyValue(ctx, queue.BucketRuns)
+		if err != nil {
+			im.log.Warn("import_manifest_unavailable", zap.String("bucket", queue.BucketRuns), zap.Error(err))
+		} else {
+			pub.runs = kv
+		}
+	}
 	r.batch = &batcher{runID: opts.RunID, replyTo: opts.ReplyTo, size: opts.JobSize,
 		pending: map[string][]model.Device{}, pub: pub}
 	if opts.Report != nil {

@@ -1,7 +1,10 @@
 package importer
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +37,42 @@ type publisher struct {
 	res        *Result
 	dryRun     bool
 	onJob      func(model.Job)
+	// runs is the manifest of published jobs (queue.BucketRuns); nil in
+	// a dry run.
+	runs jetstream.KeyValue
+}
+
+// ErrRunReused is matched when a run id is used again for other input.
+var ErrRunReused = errors.New("importer: run id used before for other devices")
+
+// checkManifest records the job's content under its id before the job is
+// published, and refuses a job id that was published before with other
+// content: the stream (inside its duplicate window) or the workers'
+// journal (after it) would keep the old devices and silently drop the new
+// ones. A re-run of the same input and job size finds the same digest.
+func (p *publisher) checkManifest(ctx context.Context, jobID string, body []byte) error {
+	if p.runs == nil {
+		return nil
+	}
+	sum := sha256.Sum256(body)
+	digest := []byte(hex.EncodeToString(sum[:]))
+	_, err := p.runs.Create(ctx, jobID, digest)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%w: recording job %s: %w", ErrPublish, jobID, err)
+	}
+	e, err := p.runs.Get(ctx, jobID)
+	if err != nil {
+		return fmt.Errorf("%w: reading the record of job %s: %w", ErrPublish, jobID, err)
+	}
+	if !bytes.Equal(e.Value(), digest) {
+		return fmt.Errorf("%w: job %s was published before with other devices (the input or --job-size "+
+			"changed since the first run with this run id); nothing of it was published now: "+
+			"use a new --run-id for changed input", ErrRunReused, jobID)
+	}
+	return nil
 }
 
 func (p *publisher) publish(ctx context.Context, job model.Job) error {
@@ -51,6 +90,9 @@ func (p *publisher) publish(ctx context.Context, job model.Job) error {
 	if p.maxPayload > 0 && int64(len(data)) > p.maxPayload {
 		return fmt.Errorf("%w: job %s is %d bytes, over the server's limit of %d; "+
 			"use a smaller job size", ErrPublish, job.JobID, len(data), p.maxPayload)
+	}
+	if err := p.checkManifest(ctx, job.JobID, data); err != nil {
+		return err
 	}
 	msg := nats.NewMsg(queue.JobSubject(job.AccountName))
 	msg.Data = data

@@ -24,6 +24,9 @@ const (
 	// BucketAuth holds the deployment-wide count of rejected ThingSpace
 	// logins, per username.
 	BucketAuth = "fallback_auth"
+	// BucketRuns is the importer's manifest: job id -> digest of the job
+	// as published, so a run id reused for other input is refused.
+	BucketRuns = "fallback_runs"
 )
 
 // Subjects.
