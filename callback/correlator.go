@@ -545,8 +545,9 @@ func (c *Correlator) deadLetter(ctx context.Context, m jetstream.Msg, cause erro
 	_ = m.Ack()
 }
 
-// redactBody replaces a password member of a JSON object; a body that is
-// not one is kept as it is (the ingester stores only JSON objects).
+// redactBody replaces the username and password members of a JSON object,
+// the credentials ThingSpace echoes; a body that is not one is kept as it is
+// (the ingester stores only JSON objects).
 func redactBody(body []byte) []byte {
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(body, &obj) != nil {
@@ -554,7 +555,7 @@ func redactBody(body []byte) []byte {
 	}
 	changed := false
 	for k := range obj {
-		if fold(k) == "password" {
+		if f := fold(k); f == "password" || f == "username" {
 			obj[k] = json.RawMessage(`"[redacted]"`)
 			changed = true
 		}

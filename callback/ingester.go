@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -230,6 +231,11 @@ func (in *Ingester) serveCallback(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &tooBig):
 		in.reply(w, http.StatusRequestEntityTooLarge)
 		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// A body that stalls past the read timeout: 408, which ThingSpace
+		// treats like any other failed delivery and sends again.
+		in.reply(w, http.StatusRequestTimeout)
+		return
 	case err != nil:
 		in.reply(w, http.StatusBadRequest)
 		return
@@ -249,7 +255,10 @@ func (in *Ingester) serveCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if err := in.store(r.Context(), body); err != nil {
+	// The echoed credentials are the ingester's own secret: they are
+	// checked, then kept out of the stream, so that reading
+	// FALLBACK_CALLBACKS does not hand them out.
+	if err := in.store(r.Context(), body, redactBody(body)); err != nil {
 		counters.storeFailed.Add(1)
 		in.log.Warn("callback_store_failed", zap.Error(err))
 		w.Header().Set("Retry-After", "5")
@@ -273,10 +282,11 @@ func (in *Ingester) authentic(af authFields) bool {
 	return uok && pok && u&p == 1
 }
 
-// store publishes the raw body and waits for JetStream's ack. The message
-// id is the body's hash: a ThingSpace retry of a callback whose 200 was lost
-// carries the same bytes and is stored once.
-func (in *Ingester) store(ctx context.Context, body []byte) error {
+// store publishes stored (the body with its credentials redacted) and
+// waits for JetStream's ack. The message id is the received body's hash: a
+// ThingSpace retry of a callback whose 200 was lost carries the same bytes
+// and is stored once.
+func (in *Ingester) store(ctx context.Context, body, stored []byte) error {
 	if !in.bus.NC.IsConnected() {
 		return fmt.Errorf("storing callback: %w", nats.ErrConnectionClosed)
 	}
@@ -284,7 +294,7 @@ func (in *Ingester) store(ctx context.Context, body []byte) error {
 	defer cancel()
 	sum := sha256.Sum256(body)
 	msg := nats.NewMsg(queue.CallbackSubject)
-	msg.Data = body
+	msg.Data = stored
 	msg.Header.Set(jetstream.MsgIDHeader, "cb-"+hex.EncodeToString(sum[:16]))
 	if _, err := in.bus.JS.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("storing callback: %w", err)
