@@ -71,26 +71,33 @@ func faultOf(err error) *model.Fault {
 	return &model.Fault{Code: FaultRejected, Message: err.Error()}
 }
 
-// runChunk settles chunk i of the job: skipped when the journal has it,
+// runChunk settles chunk i of the job: skipped when the journal has it
+// (known is its entry when the delivery started, nil when it had none),
 // else submitted and recorded.
-func (w *Worker) runChunk(ctx context.Context, d *delivery, i int, devs []model.Device) error {
+func (w *Worker) runChunk(ctx context.Context, d *delivery, i int, devs []model.Device, known *chunkEntry) error {
 	log := d.log.With(zap.Int("chunk", i))
-	ce, ok, err := w.journalGet(ctx, d.job.JobID, i)
-	if err != nil {
-		return err
-	}
-	if ok {
-		// Limitation: chunks are identified by index, so every process
-		// must run with the same TSFB_CHUNK_SIZE; a job redelivered to a
-		// process with another size is split differently.
-		w.stats.ChunksSkip.Add(1)
-		log.Debug("worker_chunk_skipped", zap.String("request_id", ce.RequestID))
-		if ce.RequestID == "" {
-			return nil // failed for good; its devices were recorded first
+	if known == nil {
+		// Read again just before submitting: a concurrent delivery may
+		// have settled the chunk while this one waited on earlier ones.
+		ce, ok, err := w.journalGet(ctx, d.job.JobID, i)
+		if err != nil {
+			return err
 		}
-		// The crash may have come between the journal and the event; the
-		// stream drops the repeat when the event did go out.
-		return w.publishSubmitted(ctx, d, ce.RequestID, devs, ce.PossibleDuplicate)
+		if ok {
+			known = &ce
+		}
+	}
+	if known != nil {
+		// Limitation: chunks are identified by index, so every process
+		// must run with the same TSFB_CHUNK_SIZE; readJournal sends a job
+		// split with another size back rather than skip the wrong chunks.
+		w.stats.ChunksSkip.Add(1)
+		log.Debug("worker_chunk_skipped", zap.String("request_id", known.RequestID))
+		if known.RequestID == "" || known.Published {
+			return nil // failed for good (its devices were recorded first), or done
+		}
+		// The crash may have come between the journal and the event.
+		return w.publishSubmitted(ctx, d, log, i, devs, *known)
 	}
 
 	id, dup, fault, err := w.submit(ctx, d, devs)
@@ -104,7 +111,7 @@ func (w *Worker) runChunk(ctx context.Context, d *delivery, i int, devs []model.
 		}
 		w.stats.ChunksFailed.Add(1)
 		_, err := w.journalPut(ctx, d.job.JobID, i, chunkEntry{Fault: fault, Devices: len(devs),
-			At: time.Now().UTC()})
+			Digest: digest(devs), At: time.Now().UTC()})
 		return err
 	}
 
@@ -116,32 +123,54 @@ func (w *Worker) runChunk(ctx context.Context, d *delivery, i int, devs []model.
 	if err := w.persist(ctx, log, func(ctx context.Context) error { return w.putRecord(ctx, rec) }); err != nil {
 		return err
 	}
-	var created bool
+	ce := chunkEntry{RequestID: id, Devices: len(devs), PossibleDuplicate: dup, Digest: digest(devs),
+		At: time.Now().UTC()}
 	err = w.persist(ctx, log, func(ctx context.Context) error {
 		var err error
-		created, err = w.journalPut(ctx, d.job.JobID, i, chunkEntry{RequestID: id, Devices: len(devs),
-			PossibleDuplicate: dup, At: time.Now().UTC()})
+		ce.rev, err = w.journalPut(ctx, d.job.JobID, i, ce)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if !created {
+	if ce.rev == 0 {
 		w.stats.PossibleDuplicates.Add(1)
 		log.Warn("worker_chunk_submitted_twice", zap.String("request_id", id))
 	}
 	log.Debug("worker_chunk_submitted", zap.String("request_id", id), zap.Int("devices", len(devs)),
 		zap.Bool("possible_duplicate", dup))
+	// The first try cannot repeat an earlier publish; a retry may, when
+	// the failed try was stored after all.
+	var tried time.Time
 	return w.persist(ctx, log, func(ctx context.Context) error {
-		return w.publishSubmitted(ctx, d, id, devs, dup)
+		ce.created = tried
+		if tried.IsZero() {
+			tried = time.Now()
+		}
+		return w.publishSubmitted(ctx, d, log, i, devs, ce)
 	})
 }
 
-func (w *Worker) publishSubmitted(ctx context.Context, d *delivery, id string, devs []model.Device,
-	dup bool) error {
-	return w.bus.PublishEvent(ctx, model.Event{Type: model.EventRequestSubmitted, JobID: d.job.JobID,
-		AccountName: d.job.AccountName, RequestID: id, Devices: devs, PossibleDuplicate: dup},
-		d.job.ReplyTo)
+// publishSubmitted publishes request.submitted for the chunk's entry ce
+// once, the way publishAccepted does for job.accepted, and marks the entry
+// when it is this delivery's (ce.rev is 0 for an entry another delivery
+// wrote first: that one marks its own).
+func (w *Worker) publishSubmitted(ctx context.Context, d *delivery, log *zap.Logger, i int,
+	devs []model.Device, ce chunkEntry) error {
+	ev := model.Event{Type: model.EventRequestSubmitted, JobID: d.job.JobID,
+		AccountName: d.job.AccountName, RequestID: ce.RequestID, Devices: devs,
+		PossibleDuplicate: ce.PossibleDuplicate}
+	if err := w.publishOnce(ctx, d, ev, ce.created); err != nil {
+		return err
+	}
+	if ce.rev == 0 {
+		return nil
+	}
+	ce.Published = true
+	if err := w.markPublished(ctx, journalKey(d.job.JobID, i), ce.rev, ce); err != nil {
+		log.Warn("worker_mark_published_failed", zap.Error(err))
+	}
+	return nil
 }
 
 // submit sends one request, waiting on the rate limit before each try. It

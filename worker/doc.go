@@ -10,9 +10,16 @@
 //     requestId or a final failure.
 //   - After each accepted request the worker writes the RequestRecord (the
 //     correlator waits for it), then the chunk's entry in the submit
-//     journal, then the request.submitted event. A redelivered job skips
-//     the chunks the journal knows and publishes their events again, which
-//     the results stream deduplicates.
+//     journal, then the request.submitted event, then marks the entry
+//     published. A redelivered job skips the chunks the journal knows; an
+//     entry not marked has its event published again only when the
+//     results stream would drop the repeat or does not have the event, so
+//     a redelivery after the duplicate window does not repeat it.
+//   - job.accepted follows the same rule with the job's acceptance record
+//     ("<jobId>.accepted" in the chunks bucket), created before the first
+//     request with a digest of the job's devices. Journal entries carry
+//     their chunk's digest: a job id used again for other devices is
+//     rejected (job.rejected, dead letter) before anything is submitted.
 //   - The only gap left is a crash between ThingSpace accepting a request
 //     and the journal write: that chunk is submitted again on redelivery.
 //     A retry after an ambiguous failure (a timeout after the request was

@@ -58,6 +58,8 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.log.Error("worker_bad_message", zap.Error(err))
 		return
 	}
+	// process adds job_id to d.log once it knows the id, so the messages
+	// below must not add it again.
 	d := &delivery{msg: msg, meta: meta,
 		log: w.log.With(zap.Uint64("stream_seq", meta.Sequence.Stream),
 			zap.Uint64("delivery", meta.NumDelivered))}
@@ -68,11 +70,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	case err == nil:
 		if err := msg.DoubleAck(ctx); err != nil {
 			// Redelivered later; the journal makes that harmless.
-			d.log.Warn("worker_ack_failed", zap.String("job_id", d.job.JobID), zap.Error(err))
+			d.log.Warn("worker_ack_failed", zap.Error(err))
 			return
 		}
 		w.stats.JobsDone.Add(1)
-		d.log.Debug("worker_job_done", zap.String("job_id", d.job.JobID))
+		d.log.Debug("worker_job_done")
 	case errors.Is(err, errSettled):
 	case errors.Is(err, errHalted):
 		// Not the job's fault: it must not spend its deliveries, and its
@@ -89,13 +91,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		_ = msg.Nak()
-		d.log.Info("worker_job_interrupted", zap.String("job_id", d.job.JobID))
+		d.log.Info("worker_job_interrupted")
 	case int(meta.NumDelivered) >= w.cfg.MaxDeliver:
 		w.giveUp(ctx, d, err)
 	case errors.As(err, &rl):
 		w.stats.JobsRetried.Add(1)
-		d.log.Warn("worker_job_retry_later", zap.String("job_id", d.job.JobID),
-			zap.Duration("delay", rl.delay), zap.Error(err))
+		d.log.Warn("worker_job_retry_later", zap.Duration("delay", rl.delay), zap.Error(err))
 		_ = msg.NakWithDelay(rl.delay)
 	default:
 		// Most errors here are the bus's: the server may have lost a
@@ -103,8 +104,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.askCheck()
 		delay := w.backoff.redelivery(int(meta.NumDelivered))
 		w.stats.JobsRetried.Add(1)
-		d.log.Warn("worker_job_retry_later", zap.String("job_id", d.job.JobID),
-			zap.Duration("delay", delay), zap.Error(err))
+		d.log.Warn("worker_job_retry_later", zap.Duration("delay", delay), zap.Error(err))
 		_ = msg.NakWithDelay(delay)
 	}
 }
@@ -195,26 +195,172 @@ func (w *Worker) process(ctx context.Context, d *delivery) error {
 		return w.reject(ctx, d, subjAccount, problems)
 	}
 
+	parts := chunks(d.job.Devices, w.cfg.ChunkSize)
+	journal, err := w.readJournal(ctx, d, parts)
+	if err == nil {
+		err = w.recordAcceptance(ctx, d, journal)
+	}
+	if errors.Is(err, errReused) {
+		return w.reject(ctx, d, subjAccount, []model.Problem{reusedProblem(d.job.JobID)})
+	}
+	if err != nil {
+		return err
+	}
 	if err := w.tr.StartJob(ctx, d.job); err != nil {
 		return err
 	}
-	if err := w.bus.PublishEvent(ctx, model.Event{Type: model.EventJobAccepted, JobID: d.job.JobID,
-		AccountName: d.job.AccountName}, d.job.ReplyTo); err != nil {
+	if err := w.publishAccepted(ctx, d, journal.accept); err != nil {
 		return err
-	}
-	if d.meta.NumDelivered == 1 {
-		w.stats.JobsAccepted.Add(1)
 	}
 	d.log.Debug("worker_job_accepted", zap.Int("devices", len(d.job.Devices)))
 
-	parts := chunks(d.job.Devices, w.cfg.ChunkSize)
 	w.est.observe(len(parts))
 	for i, devs := range parts {
-		if err := w.runChunk(ctx, d, i, devs); err != nil {
+		if err := w.runChunk(ctx, d, i, devs, journal.chunks[i]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// errReused: the job's id was used before for other devices.
+var errReused = errors.New("worker: job id used before for other devices")
+
+func reusedProblem(jobID string) model.Problem {
+	return model.Problem{Device: -1, Field: "jobId",
+		Reason: fmt.Sprintf("job id %s was used before for other devices; use a new job id", jobID)}
+}
+
+// readJournal returns the journal entry of every chunk (nil when it has
+// none) and the job's acceptance record, after checking that they were
+// written for these devices: a job id reused for other devices would
+// otherwise have its chunks skipped by index, and the new devices never
+// submitted. It returns errReused before anything of the job is submitted
+// or published.
+func (w *Worker) readJournal(ctx context.Context, d *delivery, parts [][]model.Device) (*jobJournal, error) {
+	jj := &jobJournal{chunks: make([]*chunkEntry, len(parts))}
+	ae, ok, err := w.acceptGet(ctx, d.job.JobID)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		jj.accept = &ae
+	}
+	jobDigest := digest(d.job.Devices)
+	if ok && ae.Digest != jobDigest {
+		return nil, errReused
+	}
+	for i, devs := range parts {
+		ce, ok, err := w.journalGet(ctx, d.job.JobID, i)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		if ce.Digest != "" && ce.Digest != digest(devs) {
+			if jj.accept != nil {
+				// Same devices, other chunks: a process with another
+				// TSFB_CHUNK_SIZE split the job before. Skipping or
+				// submitting by index here would send the wrong devices;
+				// the job goes back, for a process with that size.
+				return nil, fmt.Errorf("chunk %d of job %s was split with another TSFB_CHUNK_SIZE than %d",
+					i, d.job.JobID, w.cfg.ChunkSize)
+			}
+			return nil, errReused
+		}
+		jj.chunks[i] = &ce
+	}
+	return jj, nil
+}
+
+// jobJournal is what the chunks bucket knew of a job when its delivery
+// started.
+type jobJournal struct {
+	accept *acceptEntry // nil before the job's first acceptance
+	chunks []*chunkEntry
+}
+
+func (jj *jobJournal) anyChunk() bool {
+	for _, ce := range jj.chunks {
+		if ce != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// recordAcceptance creates the job's acceptance record when it has none
+// yet, before anything of the job is submitted or published, so that a
+// later job with this id and other devices is refused (errReused).
+func (w *Worker) recordAcceptance(ctx context.Context, d *delivery, jj *jobJournal) error {
+	if jj.accept != nil {
+		return nil
+	}
+	stored, err := w.acceptCreate(ctx, d.job.JobID, acceptEntry{Digest: digest(d.job.Devices),
+		Devices: len(d.job.Devices), At: time.Now().UTC(),
+		// A journal without an acceptance record was written before the
+		// record existed, by a worker that published job.accepted before
+		// its first chunk.
+		Published: jj.anyChunk()})
+	if err != nil {
+		return err
+	}
+	if stored.Digest != digest(d.job.Devices) {
+		// A job with the same id and other devices got there first.
+		return errReused
+	}
+	jj.accept = &stored
+	w.stats.JobsAccepted.Add(1)
+	return nil
+}
+
+// publishAccepted publishes job.accepted once per job, however many times
+// or however late the job is delivered.
+//
+// The acceptance record is created first (recordAcceptance) and marked
+// Published once the event is stored. A delivery that finds it marked does
+// not publish. One that finds it unmarked (the previous one crashed, or
+// failed, between the two) may have published already: it publishes again
+// only while the stream's duplicate window still drops the repeat, or else
+// when the event is not in the stream (Tracker.MayPublish). Both are
+// needed: Nats-Msg-Id alone lets a redelivery minutes later publish twice,
+// and the mark alone cannot tell a crash before the publish from one after.
+func (w *Worker) publishAccepted(ctx context.Context, d *delivery, ae *acceptEntry) error {
+	if ae.Published {
+		return nil
+	}
+	ev := model.Event{Type: model.EventJobAccepted, JobID: d.job.JobID, AccountName: d.job.AccountName}
+	if err := w.publishOnce(ctx, d, ev, ae.created); err != nil {
+		return err
+	}
+	marked := *ae
+	marked.Published = true
+	if err := w.markPublished(ctx, acceptKey(d.job.JobID), ae.rev, marked); err != nil {
+		d.log.Warn("worker_mark_published_failed", zap.Error(err))
+	}
+	return nil
+}
+
+// publishOnce publishes e unless the stream already has it from an
+// earlier try that began no earlier than attempted (see publishAccepted).
+// A zero attempted means there was no earlier try: e is published without
+// a look, so that the usual path costs no more than the publish.
+func (w *Worker) publishOnce(ctx context.Context, d *delivery, e model.Event, attempted time.Time) error {
+	if attempted.IsZero() {
+		return w.bus.PublishEvent(ctx, e, d.job.ReplyTo)
+	}
+	ok, err := w.tr.MayPublish(ctx, e, attempted)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		w.stats.AlreadyPublished.Add(1)
+		d.log.Debug("worker_event_already_published", zap.String("type", e.Type),
+			zap.String("request_id", e.RequestID))
+		return nil
+	}
+	return w.bus.PublishEvent(ctx, e, d.job.ReplyTo)
 }
 
 func hasProblem(ps []model.Problem, field string) bool {
@@ -272,7 +418,7 @@ func (w *Worker) reject(ctx context.Context, d *delivery, subjAccount string, pr
 // the message goes to the dead-letter stream.
 func (w *Worker) giveUp(ctx context.Context, d *delivery, cause error) {
 	w.stats.JobsFailed.Add(1)
-	d.log.Error("worker_job_gave_up", zap.Uint64("deliveries", d.meta.NumDelivered), zap.Error(cause))
+	d.log.Error("worker_job_gave_up", zap.Error(cause)) // "delivery" says which
 	fault := &model.Fault{Code: FaultGaveUp,
 		Message: fmt.Sprintf("gave up after %d deliveries: %v", d.meta.NumDelivered, cause)}
 	err := w.failUnsettled(ctx, d, fault)

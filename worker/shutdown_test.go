@@ -114,3 +114,48 @@ func TestConsumerRecreatedAfterLoss(t *testing.T) {
 		return h.w.Stats().JobsDone.Load() == 2
 	})
 }
+
+// TestStopEndsFetchAtOnce: a stop while the loop waits in a pull (an idle
+// worker spends most of its time there) ends the pull instead of waiting
+// out fetchWait.
+func TestStopEndsFetchAtOnce(t *testing.T) {
+	bus := queuetest.Bus(t)
+	log := zaptest.NewLogger(t)
+	lim, err := ratelimit.New(context.Background(), ratelimit.Config{RPS: 1000, Burst: 10}, nil, "a", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lim.Close()
+	tr, err := progress.New(bus, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(Config{}.Defaulted(), bus, &fakeAPI{}, lim, tr, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	eventually(t, 10*time.Second, "a pull waiting on the server", func() bool {
+		c, err := bus.JS.Consumer(ctx, queue.StreamJobs, DefaultConsumer)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumWaiting > 0
+	})
+	cancel()
+	// The pull just seen has most of fetchWait left; the bound is loose
+	// for a loaded machine but well below it.
+	bound := fetchWait / 2
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(bound):
+		t.Fatalf("Run still running %s after the stop: the pull was waited out", bound)
+	}
+}

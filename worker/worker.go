@@ -26,7 +26,9 @@ type Submitter interface {
 
 // Loop settings.
 const (
-	// fetchWait bounds one pull, so that a stop is noticed within it.
+	// fetchWait bounds one pull, so that the loop looks again at its
+	// share, pauses and lost streams at least this often; a stop ends the
+	// pull at once.
 	fetchWait = time.Second
 	// ackPendingProcesses sizes MaxAckPending, which counts the jobs in
 	// flight across every process of the consumer: room for this many
@@ -60,6 +62,9 @@ type Stats struct {
 	// PossibleDuplicates counts requests sent again after an ambiguous
 	// failure, and journal entries found written by another delivery.
 	PossibleDuplicates atomic.Int64
+	// AlreadyPublished counts events a redelivery found in the results
+	// stream, so did not publish again.
+	AlreadyPublished atomic.Int64
 	// FetchPauses counts the times the fetch loop waited out a pause of
 	// the deployment instead of fetching.
 	FetchPauses atomic.Int64
@@ -294,7 +299,12 @@ func (w *Worker) fetch(ctx context.Context, n int, start func(jetstream.Msg)) (i
 	if err != nil {
 		return 0, err
 	}
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
+	// The pull ends with ctx, so that a stop does not wait out fetchWait.
+	// Cancelling it unsubscribes its inbox, and the server delivers no
+	// message to a pull whose reply subject has lost its interest.
+	fctx, cancel := context.WithTimeout(ctx, fetchWait)
+	defer cancel()
+	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
 	if err != nil {
 		return 0, fmt.Errorf("fetching jobs: %w", err)
 	}
@@ -304,7 +314,7 @@ func (w *Worker) fetch(ctx context.Context, n int, start func(jetstream.Msg)) (i
 		start(msg)
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
-		!errors.Is(err, context.DeadlineExceeded) {
+		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		return got, fmt.Errorf("fetching jobs: %w", err)
 	}
 	return got, nil
