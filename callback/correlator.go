@@ -285,6 +285,10 @@ func (c *Correlator) handle(ctx context.Context, items []*item) {
 		others = append(others, it)
 	}
 
+	// Non-final events go first: a device's status callback comes before
+	// its final one, and consumers read the stream in order.
+	c.publishOthers(ctx, events, replyTo, others)
+
 	if len(outcomes) > 0 {
 		if err := c.tr.Record(ctx, outcomes); err != nil {
 			counters.recordFailed.Add(1)
@@ -299,6 +303,32 @@ func (c *Correlator) handle(ctx context.Context, items []*item) {
 			}
 		}
 	}
+}
+
+// publishOthers publishes the batch's non-final events (device.status,
+// device.unmatched) and settles their messages. A status for a device that
+// already has its final outcome is dropped: it was overtaken.
+func (c *Correlator) publishOthers(ctx context.Context, events []model.Event, replyTo []string, others []*item) {
+	keep := events[:0:0]
+	var keepReply []string
+	var keepItems []*item
+	for i, e := range events {
+		if e.Type == model.EventDeviceStatus {
+			done, err := c.tr.HasOutcome(ctx, e)
+			if err != nil {
+				c.log.Warn("outcome_check_failed", zap.Error(err))
+				_ = others[i].msg.NakWithDelay(RetryDelay)
+				continue
+			}
+			if done {
+				counters.staleStatus.Add(1)
+				_ = others[i].msg.Ack()
+				continue
+			}
+		}
+		keep, keepReply, keepItems = append(keep, e), append(keepReply, replyTo[i]), append(keepItems, others[i])
+	}
+	events, replyTo, others = keep, keepReply, keepItems
 	if len(events) == 0 {
 		return
 	}

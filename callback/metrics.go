@@ -28,6 +28,7 @@ var counters = struct {
 	awaitedFound  atomic.Int64 // of those, the ones whose record came while waiting
 	unmatched     atomic.Int64
 	statusEvents  atomic.Int64
+	staleStatus   atomic.Int64
 	finals        atomic.Int64
 	recordFailed  atomic.Int64
 	batches       atomic.Int64
@@ -106,6 +107,8 @@ func writeMetrics(w io.Writer) {
 	counter("tsfb_correlator_awaited_found_total", "Callbacks whose late request record came while they waited in their batch.", c.awaitedFound.Load())
 	counter("tsfb_correlator_unmatched_total", "device.unmatched events published.", c.unmatched.Load())
 	counter("tsfb_correlator_status_events_total", "Non-final device.status events published.", c.statusEvents.Load())
+	counter("tsfb_correlator_stale_status_total", "Non-final statuses dropped because the device had its final outcome.",
+		c.staleStatus.Load())
 	counter("tsfb_correlator_final_total", "Final callbacks handed to the progress tracker.", c.finals.Load())
 	counter("tsfb_correlator_record_failed_total", "Batches whose outcomes could not be recorded (redelivered).", c.recordFailed.Load())
 	counter("tsfb_correlator_batches_total", "Batches of callbacks processed.", c.batches.Load())
