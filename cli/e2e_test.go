@@ -395,3 +395,31 @@ func TestServeNamesMissingSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishRefusesReusedJobID: inside the duplicate window the stream
+// would drop a second job with the same id unseen, so publish must say so.
+func TestPublishRefusesReusedJobID(t *testing.T) {
+	url := queuetest.Server(t)
+	r := rand.New(rand.NewPCG(9, 10))
+	job := func(d model.Device) string {
+		data, _ := json.Marshal(model.Job{JobID: "pub-1", AccountName: testAccount, Devices: []model.Device{d}})
+		return string(data)
+	}
+	first := job(model.RandomDevice(r))
+	run := func(body string) (int, string) {
+		out, errb := &syncBuffer{}, &syncBuffer{}
+		env := Env{Lookup: envconfig.MapLookuper(map[string]string{"TSFB_NATS_URL": url}),
+			Stdin: strings.NewReader(body), Stdout: out, Stderr: errb}
+		return Main(context.Background(), []string{"publish", "-"}, env), out.String() + errb.String()
+	}
+	if code, out := run(first); code != ExitOK {
+		t.Fatalf("first publish: %d %s", code, out)
+	}
+	if code, out := run(first); code != ExitOK || !strings.Contains(out, `"duplicate":true`) {
+		t.Fatalf("same job again: %d %s", code, out)
+	}
+	code, out := run(job(model.RandomDevice(r)))
+	if code != ExitPartial || !strings.Contains(out, "published before with other devices") {
+		t.Fatalf("other devices under the same id: %d %s", code, out)
+	}
+}

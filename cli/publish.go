@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -60,7 +61,17 @@ func runPublish(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer bus.Close()
-	ack, err := publishJob(ctx, bus.JS, job)
+	body, err := json.Marshal(job)
+	if err != nil {
+		return fmt.Errorf("encoding job: %w", err)
+	}
+	if err := queue.RecordJob(ctx, bus.Runs, job.JobID, body); errors.Is(err, queue.ErrJobIDReused) {
+		return &exitError{code: ExitPartial, err: fmt.Errorf("job id %s was published before with other devices; "+
+			"nothing was published: use a new job id", job.JobID)}
+	} else if err != nil {
+		return err
+	}
+	ack, err := publishJob(ctx, bus.JS, job.AccountName, job.JobID, body)
 	if err != nil {
 		return err
 	}
@@ -69,20 +80,16 @@ func runPublish(ctx context.Context, env Env, args []string) error {
 	return json.NewEncoder(env.Stdout).Encode(out)
 }
 
-// publishJob publishes a validated job with its id as Nats-Msg-Id.
-func publishJob(ctx context.Context, js jetstream.JetStream, job model.Job) (*jetstream.PubAck, error) {
-	body, err := json.Marshal(job)
-	if err != nil {
-		return nil, fmt.Errorf("encoding job: %w", err)
-	}
-	msg := nats.NewMsg(queue.JobSubject(job.AccountName))
+// publishJob publishes a validated job's body with its id as Nats-Msg-Id.
+func publishJob(ctx context.Context, js jetstream.JetStream, account, jobID string, body []byte) (*jetstream.PubAck, error) {
+	msg := nats.NewMsg(queue.JobSubject(account))
 	msg.Data = body
-	msg.Header.Set(jetstream.MsgIDHeader, job.JobID)
+	msg.Header.Set(jetstream.MsgIDHeader, jobID)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ack, err := js.PublishMsg(pctx, msg)
 	if err != nil {
-		return nil, fmt.Errorf("publishing job %s: %w", job.JobID, err)
+		return nil, fmt.Errorf("publishing job %s: %w", jobID, err)
 	}
 	return ack, nil
 }

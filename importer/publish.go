@@ -1,10 +1,7 @@
 package importer
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,23 +51,14 @@ func (p *publisher) checkManifest(ctx context.Context, jobID string, body []byte
 	if p.runs == nil {
 		return nil
 	}
-	sum := sha256.Sum256(body)
-	digest := []byte(hex.EncodeToString(sum[:]))
-	_, err := p.runs.Create(ctx, jobID, digest)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("%w: recording job %s: %w", ErrPublish, jobID, err)
-	}
-	e, err := p.runs.Get(ctx, jobID)
-	if err != nil {
-		return fmt.Errorf("%w: reading the record of job %s: %w", ErrPublish, jobID, err)
-	}
-	if !bytes.Equal(e.Value(), digest) {
+	err := queue.RecordJob(ctx, p.runs, jobID, body)
+	switch {
+	case errors.Is(err, queue.ErrJobIDReused):
 		return fmt.Errorf("%w: job %s was published before with other devices (the input or --job-size "+
 			"changed since the first run with this run id); nothing of it was published now: "+
 			"use a new --run-id for changed input", ErrRunReused, jobID)
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrPublish, err)
 	}
 	return nil
 }
