@@ -123,7 +123,7 @@ func Read(ctx context.Context, js jetstream.JetStream, o Options, fn Handler) er
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("results: fetching events: %w", err)
+			return fmt.Errorf("fetching events: %w", err)
 		}
 		_, pending, err := deliver(batch, o, fn)
 		cancel()
@@ -165,13 +165,13 @@ func deliver(batch jetstream.MessageBatch, o Options, fn Handler) (n int, pendin
 		}
 		if o.Durable != "" {
 			if err := msg.Ack(); err != nil {
-				return n, pending, fmt.Errorf("results: acknowledging event: %w", err)
+				return n, pending, fmt.Errorf("acknowledging event: %w", err)
 			}
 		}
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
 		!errors.Is(err, context.DeadlineExceeded) {
-		return n, pending, fmt.Errorf("results: reading events: %w", err)
+		return n, pending, fmt.Errorf("reading events: %w", err)
 	}
 	if n == 0 {
 		pending = 0
@@ -190,11 +190,24 @@ func consumer(ctx context.Context, js jetstream.JetStream, o Options) (jetstream
 			DeliverPolicy:  deliver,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("results: opening a reader on %s: %w", queue.StreamResults, err)
+			return nil, fmt.Errorf("opening a reader on %s: %w", queue.StreamResults, err)
 		}
 		return c, nil
 	}
-	c, err := js.CreateOrUpdateConsumer(ctx, queue.StreamResults, jetstream.ConsumerConfig{
+	// An existing durable resumes as it is: changing its filter would skip
+	// the new filter's events before its position, and its start cannot be
+	// changed at all, so a different filter is refused and --new only
+	// matters when the durable is first made.
+	if c, err := js.Consumer(ctx, queue.StreamResults, o.Durable); err == nil {
+		if got := c.CachedInfo().Config.FilterSubject; got != o.Subject() {
+			return nil, fmt.Errorf("durable reader %q reads %s, not %s: use the filters it was made with, "+
+				"or another name", o.Durable, got, o.Subject())
+		}
+		return c, nil
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("opening durable reader %q: %w", o.Durable, err)
+	}
+	c, err := js.CreateConsumer(ctx, queue.StreamResults, jetstream.ConsumerConfig{
 		Durable:       o.Durable,
 		Description:   "tsfallback results reader",
 		FilterSubject: o.Subject(),
@@ -204,7 +217,7 @@ func consumer(ctx context.Context, js jetstream.JetStream, o Options) (jetstream
 		InactiveThreshold: 7 * 24 * time.Hour,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("results: opening durable reader %q: %w", o.Durable, err)
+		return nil, fmt.Errorf("opening durable reader %q: %w", o.Durable, err)
 	}
 	return c, nil
 }

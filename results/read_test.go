@@ -2,6 +2,7 @@ package results_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,5 +116,25 @@ func TestReadEndsPromptly(t *testing.T) {
 		}
 	case <-time.After(idle / 2):
 		t.Fatal("follow did not end when its context did")
+	}
+}
+
+func TestDurableKeepsItsFilterAndStart(t *testing.T) {
+	bus := queuetest.Bus(t)
+	ctx := context.Background()
+	if err := bus.PublishEvent(ctx, model.Event{Type: model.EventJobAccepted, JobID: "a", AccountName: acct}, ""); err != nil {
+		t.Fatal(err)
+	}
+	none := func(model.Event, []byte) error { return nil }
+	if err := results.Read(ctx, bus.JS, results.Options{Durable: "f1", JobID: "a", OnlyNew: true}, none); err != nil {
+		t.Fatal(err)
+	}
+	// Resuming without --new is fine: the start was set when it was made.
+	if err := results.Read(ctx, bus.JS, results.Options{Durable: "f1", JobID: "a"}, none); err != nil {
+		t.Fatalf("resume without --new: %v", err)
+	}
+	err := results.Read(ctx, bus.JS, results.Options{Durable: "f1", JobID: "b"}, none)
+	if err == nil || !strings.Contains(err.Error(), "use the filters it was made with") {
+		t.Fatalf("other filter: got %v", err)
 	}
 }
