@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	neturl "net/url"
 	"strings"
 
+	"github.com/tsfallback/tsfallback/callback"
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/thingspace"
 )
@@ -41,6 +43,11 @@ func runCallbacks(ctx context.Context, env Env, args []string) error {
 	if err := model.ValidateAccountName(*account); err != nil {
 		return usageErr("--account: %v", err)
 	}
+	if sub == "register" {
+		if err := checkCallbackURL(env, *url); err != nil {
+			return err
+		}
+	}
 	s, err := loadSettings(ctx, env)
 	if err != nil {
 		return err
@@ -59,13 +66,10 @@ func runCallbacks(ctx context.Context, env Env, args []string) error {
 	defer done()
 	switch sub {
 	case "register":
-		if *url == "" {
-			return usageErr("register needs --url")
-		}
 		if s.Callback.Username == "" || s.Callback.Password == "" {
 			return usageErr("TSFB_CALLBACK_USERNAME and TSFB_CALLBACK_PASSWORD must be set: ThingSpace echoes them in every callback")
 		}
-		err := client.RegisterCallback(ctx, *account, thingspace.Registration{
+		err = client.RegisterCallback(ctx, *account, thingspace.Registration{
 			Name: *service, URL: *url,
 			Username: s.Callback.Username.Reveal(), Password: s.Callback.Password.Reveal(),
 		})
@@ -102,3 +106,21 @@ func runCallbacks(ctx context.Context, env Env, args []string) error {
 // ThingSpace page names the service that carries setfallbackattribute
 // results; DeviceProfileService carries the results of profile changes.
 const defaultCallbackService = "DeviceProfileService"
+
+// checkCallbackURL refuses a URL ThingSpace could not post to.
+func checkCallbackURL(env Env, raw string) error {
+	if raw == "" {
+		return usageErr("register needs --url")
+	}
+	u, err := neturl.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return usageErr("--url: %q is not an absolute http(s) URL", raw)
+	}
+	if !strings.HasSuffix(u.Path, callback.CallbackPath) {
+		// A proxy in front may map another path to the ingester, so
+		// this is a warning, not a refusal.
+		fmt.Fprintf(env.Stderr, "warning: --url does not end in %s, where the ingester takes callbacks; "+
+			"make sure a proxy maps it there\n", callback.CallbackPath)
+	}
+	return nil
+}
