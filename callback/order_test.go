@@ -1,12 +1,14 @@
 package callback
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/queue"
 )
 
 // TestStatusNeverFollowsFinal: consumers read the stream in order, so a
@@ -50,4 +52,55 @@ func TestStatusNeverFollowsFinal(t *testing.T) {
 	if statuses != 1 {
 		t.Fatalf("%d device.status events, want 1 (the one before its final)", statuses)
 	}
+}
+
+// TestResubmittedChunkOneFinalEvent: a chunk submitted twice (a crash
+// between ThingSpace's answer and the journal) has two request records and
+// two sets of callbacks; each device still gets one final event.
+func TestResubmittedChunkOneFinalEvent(t *testing.T) {
+	h := startCorrelator(t, testConfig(), zaptest.NewLogger(t))
+	devs := devices(60, 3)
+	first := h.job("job-r", "req-r1", devs)
+	second := first
+	second.RequestID = "req-r2"
+	h.putRecord(second)
+	for _, d := range devs {
+		h.callback(callbackBody("req-r1", d, model.StatusSuccess))
+		h.callback(callbackBody("req-r2", d, model.StatusFailed))
+	}
+	h.waitEvents(model.EventJobCompleted, 1)
+	eventually(t, 10*time.Second, "every callback to be settled", func() bool {
+		return streamPending(t, h.bus) == 0
+	})
+	finals := map[string]int{}
+	for _, e := range results(t, h.bus) {
+		if model.IsFinalDevice(e.Type) {
+			finals[e.Device.Key()]++
+		}
+	}
+	if len(finals) != len(devs) {
+		t.Fatalf("%d devices with a final event, want %d", len(finals), len(devs))
+	}
+	for k, n := range finals {
+		if n != 1 {
+			t.Errorf("device %s: %d final events, want 1", k, n)
+		}
+	}
+}
+
+// streamPending is how many stored callbacks the correlator has not
+// acknowledged yet.
+func streamPending(t *testing.T, bus *queue.Bus) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := bus.JS.Consumer(ctx, queue.StreamCallbacks, ConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(info.NumPending) + info.NumAckPending
 }

@@ -247,13 +247,12 @@ func (s *Sweeper) settle(ctx context.Context, requestID string, data []byte, cre
 
 	var pending []model.Device
 	for _, d := range rec.Devices {
-		key := requestID + "." + d.Key()
-		_, err := s.bus.Outcomes.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
+		done, err := s.tr.HasOutcome(ctx, model.Event{JobID: rec.JobID, RequestID: requestID, Device: &d})
+		if err != nil {
+			return time.Time{}, err
+		}
+		if !done {
 			pending = append(pending, d)
-		case err != nil && !errors.Is(err, jetstream.ErrInvalidKey):
-			return time.Time{}, fmt.Errorf("reading outcome %s: %w", key, err)
 		}
 	}
 	if len(pending) == 0 {

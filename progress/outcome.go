@@ -58,15 +58,15 @@ func deviceKey(d *model.Device) string {
 	return safeToken(d.Key())
 }
 
-// outcomeKey is "<requestId>.<deviceKey>". An outcome decided before any
-// request existed (the worker gave up on a chunk) has no request id and is
-// keyed "job_<jobId>.<deviceKey>" instead; request ids are UUIDs, so the
-// two never collide.
+// outcomeKey is "<jobId>.<deviceKey>": one final outcome per device of a
+// job, whichever request it came through. A chunk submitted twice (a crash
+// between ThingSpace's answer and the journal, or a resend after an
+// ambiguous failure) brings callbacks under two request ids; keyed by
+// request, both would publish a final event for the same device. The first
+// outcome stored is the device's; later ones are resends and are skipped.
+// Job ids are subject tokens ([A-Za-z0-9_-]), so the key is a valid KV key.
 func outcomeKey(e *model.Event) string {
-	if e.RequestID == "" {
-		return "job_" + e.JobID + "." + deviceKey(e.Device)
-	}
-	return safeToken(e.RequestID) + "." + deviceKey(e.Device)
+	return safeToken(e.JobID) + "." + deviceKey(e.Device)
 }
 
 func validate(o *Outcome) error {

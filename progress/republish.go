@@ -14,6 +14,10 @@ import (
 // republishScanBatch is how many event headers one fetch of the scan reads.
 const republishScanBatch = 256
 
+// republishScanTimeout bounds one look; callers treat a look that fails
+// as "not found".
+const republishScanTimeout = 3 * time.Second
+
 // clockSlack widens the scan back in time, for clocks of the servers of a
 // cluster that disagree by a little.
 const clockSlack = time.Minute
@@ -39,6 +43,8 @@ func (t *Tracker) mustLookBeforeRepublish(ctx context.Context, created time.Time
 // (the job's events since then) is paid rarely.
 func (t *Tracker) published(ctx context.Context, e *model.Event, since time.Time) (bool, error) {
 	start := since.Add(-clockSlack)
+	ctx, cancel := context.WithTimeout(ctx, republishScanTimeout)
+	defer cancel()
 	cons, err := t.bus.JS.OrderedConsumer(ctx, queue.StreamResults, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{queue.ResultSubject(e.AccountName, e.JobID)},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,

@@ -333,7 +333,12 @@ func (t *Tracker) storeExisting(ctx context.Context, o Outcome, rec outcomeRecor
 	if t.mustLookBeforeRepublish(ctx, entry.Created()) {
 		found, err := t.published(ctx, &stored.Event, entry.Created())
 		if err != nil {
-			return stored, false, err
+			// The look is a courtesy: while a cluster fails over it can
+			// fail for a minute or more, and holding the callback that
+			// long would stall its job. Publishing risks only a repeat
+			// with the same Nats-Msg-Id, which consumers can drop.
+			t.log.Warn("republish_check_failed", zap.String("key", key), zap.Error(err))
+			return stored, true, nil
 		}
 		if found {
 			// Limitation: a crash between the stream publish and the

@@ -107,9 +107,16 @@ func (b *Bus) Close() {
 // again, also while the Bus is in use, for example after the server lost its
 // state.
 func (b *Bus) Ensure(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, EnsureTimeout)
+	defer cancel()
 	for _, sc := range b.streamConfigs() {
-		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("creating stream %s: %w", sc.Name, err)
+		err := retryEnsure(ctx, func(actx context.Context) error {
+			sc.Replicas = b.replicasFor(actx, sc.Name)
+			_, err := b.JS.CreateOrUpdateStream(actx, sc)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("creating stream %s: %w", sc.Name, replicasHint(err, b.cfg.Replicas))
 		}
 	}
 	kvs := []struct {
@@ -128,14 +135,19 @@ func (b *Bus) Ensure(ctx context.Context) error {
 		{BucketRuns, DefaultRecordTTL, &b.Runs},
 	}
 	for _, k := range kvs {
-		kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:   k.name,
-			TTL:      k.ttl,
-			Storage:  jetstream.FileStorage,
-			Replicas: b.cfg.Replicas,
+		var kv jetstream.KeyValue
+		err := retryEnsure(ctx, func(actx context.Context) error {
+			var err error
+			kv, err = b.JS.CreateOrUpdateKeyValue(actx, jetstream.KeyValueConfig{
+				Bucket:   k.name,
+				TTL:      k.ttl,
+				Storage:  jetstream.FileStorage,
+				Replicas: b.replicasFor(actx, "KV_"+k.name),
+			})
+			return err
 		})
 		if err != nil {
-			return fmt.Errorf("creating KV bucket %s: %w", k.name, err)
+			return fmt.Errorf("creating KV bucket %s: %w", k.name, replicasHint(err, b.cfg.Replicas))
 		}
 		// A handle stays valid when its bucket is re-created, and other
 		// goroutines read these fields, so only the first call sets them.

@@ -23,6 +23,7 @@ const (
 	DefaultIdleWait = 500 * time.Millisecond
 	fetchBatch      = 256
 	flushTimeout    = 5 * time.Second
+	maxResets       = 10
 )
 
 // Options select the events to read.
@@ -188,6 +189,11 @@ func consumer(ctx context.Context, js jetstream.JetStream, o Options) (jetstream
 		c, err := js.OrderedConsumer(ctx, queue.StreamResults, jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{o.Subject()},
 			DeliverPolicy:  deliver,
+			// The client re-creates an ordered consumer that a server
+			// lost, by default for ever and deaf to ctx; bounded, a
+			// failed-over cluster that cannot place it yet is an error
+			// the caller sees.
+			MaxResetAttempts: maxResets,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("opening a reader on %s: %w", queue.StreamResults, err)
