@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/sethvargo/go-envconfig"
+	"github.com/tsfallback/tsfallback/config"
 )
 
 // Defaults of Config.
@@ -28,7 +28,7 @@ type Config struct {
 // LoadConfig reads Config from the environment and validates it.
 func LoadConfig(ctx context.Context) (Config, error) {
 	var c Config
-	if err := envconfig.Process(ctx, &c); err != nil {
+	if err := config.Load(ctx, config.Lookuper(), &c); err != nil {
 		return c, fmt.Errorf("reading rate limit configuration: %w", err)
 	}
 	return c, c.Validate()

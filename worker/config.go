@@ -6,7 +6,7 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/sethvargo/go-envconfig"
+	"github.com/tsfallback/tsfallback/config"
 )
 
 // Defaults of Config.
@@ -56,7 +56,7 @@ type Config struct {
 // LoadConfig reads Config from the environment and validates it.
 func LoadConfig(ctx context.Context) (Config, error) {
 	var c Config
-	if err := envconfig.Process(ctx, &c); err != nil {
+	if err := config.Load(ctx, config.Lookuper(), &c); err != nil {
 		return c, fmt.Errorf("reading worker configuration: %w", err)
 	}
 	return c, c.Validate()
