@@ -49,6 +49,10 @@ const (
 	batchLinger = 20 * time.Millisecond
 	// batchTimeout bounds one batch, also during shutdown.
 	batchTimeout = 20 * time.Second
+	// pumpFetchWait bounds one fetch that finds nothing; pumpFullWait is
+	// the pause while the batch queue is full.
+	pumpFetchWait = time.Second
+	pumpFullWait  = 5 * time.Millisecond
 	// maxRequestIDLen bounds what is looked up; request ids are UUIDs.
 	maxRequestIDLen = 128
 	// unknownAccount names the account of an unmatched callback, which
@@ -110,19 +114,15 @@ func (c *Correlator) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating correlator consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2 * c.cfg.Batch))
-	if err != nil {
-		return fmt.Errorf("consuming callbacks: %w", err)
-	}
 	c.log.Info("correlator_started", zap.Int("batch", c.cfg.Batch))
 
-	msgs := make(chan jetstream.Msg, c.cfg.Batch)
+	// Twice a batch: the next batch is fetched while one is processed.
+	msgs := make(chan jetstream.Msg, 2*c.cfg.Batch)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() { c.pump(it, msgs, done) })
+	wg.Go(func() { c.pump(cons, msgs, done) })
 	defer func() {
 		close(done)
-		it.Stop()
 		wg.Wait()
 		// Hand back what was fetched but not started, so that another
 		// correlator has it now rather than after AckWait.
@@ -163,26 +163,55 @@ func (c *Correlator) Run(ctx context.Context) error {
 	}
 }
 
-// pump moves messages from the iterator to msgs until done is closed.
-func (c *Correlator) pump(it jetstream.MessagesContext, msgs chan<- jetstream.Msg, done <-chan struct{}) {
-	for {
-		m, err := it.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return
+// pump fetches callbacks into msgs until done is closed, asking only for
+// as many as msgs has room for. A continuous pull (Consume, Messages)
+// outruns a correlator stalled by a failing-over cluster: after a reconnect
+// the client issues its pulls again, its buffer overflows, and the
+// messages it drops come back only after AckWait.
+func (c *Correlator) pump(cons jetstream.Consumer, msgs chan<- jetstream.Msg, done <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-done
+		cancel()
+	}()
+	pause := func(d time.Duration) bool {
+		select {
+		case <-done:
+			return false
+		case <-time.After(d):
+			return true
 		}
-		if err != nil {
-			c.log.Debug("callback_fetch_failed", zap.Error(err))
-			select {
-			case <-done:
+	}
+	for ctx.Err() == nil {
+		room := cap(msgs) - len(msgs)
+		if room == 0 {
+			if !pause(pumpFullWait) {
 				return
-			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
-		select {
-		case msgs <- m:
-		case <-done:
-			return
+		fctx, fcancel := context.WithTimeout(ctx, pumpFetchWait)
+		batch, err := cons.Fetch(room, jetstream.FetchContext(fctx))
+		if err != nil {
+			fcancel()
+			c.log.Debug("callback_fetch_failed", zap.Error(err))
+			if !pause(100 * time.Millisecond) {
+				return
+			}
+			continue
+		}
+		for m := range batch.Messages() {
+			select {
+			case msgs <- m:
+			case <-done:
+				_ = m.Nak()
+			}
+		}
+		fcancel()
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
+			!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			c.log.Debug("callback_fetch_failed", zap.Error(err))
 		}
 	}
 }
