@@ -309,6 +309,11 @@ func TestEndToEndBadInputs(t *testing.T) {
 			}
 		}
 	}
+	out := &syncBuffer{}
+	if code := Main(context.Background(), []string{"status", "bad-1"}, st.envFor(out, nil)); code != ExitPartial ||
+		!strings.Contains(out.String(), "rejected") || !strings.Contains(out.String(), "devices[0]") {
+		t.Fatalf("status of a rejected job: exit %d, %q", code, out)
+	}
 	logs := st.stderr.String()
 	if !strings.Contains(logs, `"msg":"starting"`) {
 		t.Fatalf("no start-up line in the log:\n%s", logs)

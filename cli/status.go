@@ -11,6 +11,7 @@ import (
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/progress"
 	"github.com/tsfallback/tsfallback/queue"
+	"github.com/tsfallback/tsfallback/results"
 )
 
 func runStatus(ctx context.Context, env Env, args []string) error {
@@ -41,6 +42,17 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 	}
 	st, err := tr.Get(ctx, pos[0])
 	if errors.Is(err, progress.ErrJobNotFound) {
+		// A rejected job never gets a progress record; its event says why.
+		if rej, ok := rejection(ctx, bus, pos[0]); ok {
+			if *asJSON {
+				return json.NewEncoder(env.Stdout).Encode(rej)
+			}
+			fmt.Fprintf(env.Stdout, "job %s (account %s): rejected, nothing was submitted\n", rej.JobID, rej.AccountName)
+			for _, p := range rej.Problems {
+				fmt.Fprintf(env.Stdout, "  %s\n", p)
+			}
+			return &exitError{code: ExitPartial}
+		}
 		return &exitError{code: ExitPartial, err: fmt.Errorf("job %s: no progress recorded (not accepted yet, or unknown)", pos[0])}
 	}
 	if err != nil {
@@ -58,4 +70,16 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stdout, "  devices %d, succeeded %d, failed %d, timed out %d, pending %d\n",
 		c.Devices, c.Succeeded, c.Failed, c.TimedOut, st.Pending())
 	return nil
+}
+
+// rejection finds the job's job.rejected event, if it has one.
+func rejection(ctx context.Context, bus *queue.Bus, jobID string) (model.Event, bool) {
+	var found model.Event
+	errStop := errors.New("found")
+	err := results.Read(ctx, bus.JS, results.Options{JobID: jobID, Types: []string{model.EventJobRejected}},
+		func(e model.Event, _ []byte) error {
+			found = e
+			return errStop
+		})
+	return found, errors.Is(err, errStop)
 }
