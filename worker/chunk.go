@@ -26,6 +26,9 @@ const (
 	// persistBackoffCap bounds the wait between tries of a write that must
 	// not be lost (the record of an accepted request).
 	persistBackoffCap = 5 * time.Second
+	// persistDeadline bounds those writes once ThingSpace accepted a
+	// request, shutdown or not: long enough for a cluster to fail over.
+	persistDeadline = time.Minute
 )
 
 // errClass is what the worker does with a failed request.
@@ -117,7 +120,12 @@ func (w *Worker) runChunk(ctx context.Context, d *delivery, i int, devs []model.
 
 	// ThingSpace has the request now: these writes are retried until
 	// they succeed, since giving up here means submitting it again.
-	// The record goes first: the correlator waits for it.
+	// The record goes first: the correlator waits for it. They outlive
+	// a shutdown's cancel (bounded by persistDeadline): a record lost to
+	// the cancel would turn the request's callbacks into unmatched ones
+	// and make the redelivery submit the chunk again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistDeadline)
+	defer cancel()
 	rec := model.RequestRecord{RequestID: id, JobID: d.job.JobID, AccountName: d.job.AccountName,
 		ReplyTo: d.job.ReplyTo, Chunk: i, Devices: devs, SubmittedAt: time.Now().UnixMilli()}
 	if err := w.persist(ctx, log, func(ctx context.Context) error { return w.putRecord(ctx, rec) }); err != nil {
@@ -205,6 +213,11 @@ func (w *Worker) submit(ctx context.Context, d *delivery, devs []model.Device) (
 			return id, dup, nil, nil
 		}
 		if ctx.Err() != nil {
+			// Cut off by a shutdown, perhaps after the request was
+			// sent: the next delivery's request may be a second one.
+			if thingspace.MaybeExecuted(err) {
+				w.stats.PossibleDuplicates.Add(1)
+			}
 			return "", dup, nil, ctx.Err()
 		}
 		if errors.Is(err, thingspace.ErrLoginStopped) {

@@ -126,12 +126,24 @@ func (w *Worker) requeue(d *delivery) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requeueTimeout)
 	defer cancel()
-	if _, err := w.bus.JS.Publish(ctx, d.msg.Subject(), data); err != nil {
+	// The copy's id makes a retried requeue of this message one copy.
+	copyID := fmt.Sprintf("%s-requeue-%d", d.job.JobID, d.meta.Sequence.Stream)
+	if _, err := w.bus.JS.Publish(ctx, d.msg.Subject(), data, jetstream.WithMsgID(copyID)); err != nil {
 		d.log.Warn("worker_requeue_failed", zap.Error(err))
 		return false
 	}
-	if err := d.msg.Term(); err != nil {
-		d.log.Warn("worker_term_failed", zap.Error(err))
+	// The original has no delivery left: unless it is terminated it stays
+	// in the work queue for good, beside its copy.
+	for try := 1; ; try++ {
+		err := d.msg.TermWithReason("requeued as " + copyID)
+		if err == nil {
+			break
+		}
+		if try == 3 || ctx.Err() != nil {
+			d.log.Error("worker_term_failed", zap.Error(err))
+			break
+		}
+		_ = sleep(ctx, time.Duration(try)*200*time.Millisecond)
 	}
 	d.log.Info("worker_job_requeued")
 	return true

@@ -183,19 +183,3 @@ func (w *Worker) putRecord(ctx context.Context, rec model.RequestRecord) error {
 	}
 	return nil
 }
-
-// getRecord reads a request's record; ok is false when it is gone.
-func (w *Worker) getRecord(ctx context.Context, requestID string) (model.RequestRecord, bool, error) {
-	var rec model.RequestRecord
-	e, err := w.bus.Requests.Get(ctx, requestID)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return rec, false, nil
-	}
-	if err != nil {
-		return rec, false, fmt.Errorf("reading request record %s: %w", requestID, err)
-	}
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return rec, false, fmt.Errorf("decoding request record %s: %w", requestID, err)
-	}
-	return rec, true, nil
-}
