@@ -148,8 +148,22 @@ func (j *Job) Validate(maxDevices int) error {
 	case len(j.Devices) > maxDevices:
 		add(-1, "devices", fmt.Sprintf("%d devices, at most %d per job", len(j.Devices), maxDevices))
 	}
+	// A device named twice, or two devices sharing an identifier, would
+	// make one callback match either: the second would never finish.
+	first := map[DeviceID]int{}
 	for i, d := range j.Devices {
 		ps = append(ps, validateDevice(i, d)...)
+		for k, id := range d.DeviceIDs {
+			if id.ID == "" {
+				continue
+			}
+			if prev, seen := first[id]; seen && prev != i {
+				ps = append(ps, Problem{Device: i, Field: fmt.Sprintf("deviceIds[%d](%s)", k, id.Kind),
+					Reason: fmt.Sprintf("also in devices[%d]: each device once per job", prev)})
+				continue
+			}
+			first[id] = i
+		}
 	}
 	if len(ps) > 0 {
 		return &InvalidJobError{Problems: ps}

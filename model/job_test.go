@@ -51,6 +51,8 @@ func TestDecodeJobProblems(t *testing.T) {
 			[]string{"jobId: invalid job id", "accountName: invalid account name"}},
 		{"bad device", `{"accountName":"0000123456-00001","devices":[{"deviceIds":[{"kind":"eid","id":"` + good + `"}]},{"deviceIds":[{"kind":"mdn","id":"5551234567"},{"kind":"eid","id":"1"}]},{"deviceIds":[]}]}`,
 			[]string{`devices[1].deviceIds[0](mdn): unknown identifier kind`, `devices[1].deviceIds[1](eid): wrong length`, `devices[2].deviceIds: no identifiers`}},
+		{"device twice", `{"accountName":"0000123456-00001","devices":[{"deviceIds":[{"kind":"eid","id":"` + good + `"}]},{"deviceIds":[{"kind":"eid","id":"` + good + `"}]}]}`,
+			[]string{"devices[1].deviceIds[0](eid): also in devices[0]"}},
 		{"missing kind", `{"accountName":"0000123456-00001","devices":[{"deviceIds":[{"id":"` + good + `"}]}]}`, []string{"kind is missing"}},
 		{"bad replyTo", `{"accountName":"0000123456-00001","replyTo":"a..b","devices":[{"deviceIds":[{"kind":"eid","id":"` + good + `"}]}]}`, []string{"replyTo"}},
 	}
