@@ -361,7 +361,7 @@ func TestUsageErrors(t *testing.T) {
 		{"callbacks", "foo"},
 		{"callbacks"},
 		{"import", "--job-size", "1500", "devices.csv"},
-		{"publish", "--max-devices", "0"},
+		{"publish", "--max-devices", "5"},
 		{"demo", "--csv", "/nonexistent/devices.csv"},
 	} {
 		stderr := &syncBuffer{}

@@ -19,7 +19,7 @@ func runImport(ctx context.Context, env Env, args []string) error {
 	var sep, report string
 	var quiet bool
 	fs.StringVar(&o.Account, "account", "", "account of rows without an account column")
-	fs.IntVar(&o.JobSize, "job-size", 0, "devices per job (default 1000)")
+	fs.IntVar(&o.JobSize, "job-size", 0, "devices per job (default TSFB_MAX_JOB_DEVICES, 1000)")
 	fs.StringVar(&o.RunID, "run-id", "", "run id: the same id re-publishes the same jobs, so a re-run submits nothing twice (default: new)")
 	fs.StringVar(&o.ReplyTo, "reply-to", "", "NATS subject that also receives the jobs' result events")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "check every row, publish nothing")
@@ -59,6 +59,10 @@ func runImport(ctx context.Context, env Env, args []string) error {
 	s, err := loadSettings(ctx, env)
 	if err != nil {
 		return usageErr("%v", err)
+	}
+	if o.JobSize == 0 {
+		// Jobs as large as the workers take, not a fixed default.
+		o.JobSize = s.Worker.MaxJobDevices
 	}
 	if limit := s.Worker.MaxJobDevices; o.JobSize > limit {
 		return usageErr("--job-size %d is above TSFB_MAX_JOB_DEVICES (%d): the workers would reject every job", o.JobSize, limit)

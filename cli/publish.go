@@ -19,14 +19,10 @@ import (
 )
 
 func runPublish(ctx context.Context, env Env, args []string) error {
-	fs := newFlags(env, "publish", "[FILE|-]")
-	maxDevices := fs.Int("max-devices", model.DefaultMaxJobDevices, "most devices a job may hold (as the workers' TSFB_MAX_JOB_DEVICES)")
+	fs := newFlags(env, "publish", "[FILE|-]  (jobs may hold TSFB_MAX_JOB_DEVICES devices, as the workers check)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
-	}
-	if *maxDevices < 1 {
-		return usageErr("--max-devices: %d, want at least 1", *maxDevices)
 	}
 	if len(pos) > 1 {
 		return usageErr("one job file at a time (got %d)", len(pos))
@@ -45,16 +41,16 @@ func runPublish(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return usageErr("reading %s: %v", name, err)
 	}
-	job, err := model.DecodeJob(data, *maxDevices)
+	s, err := loadSettings(ctx, env)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	job, err := model.DecodeJob(data, s.Worker.MaxJobDevices)
 	if err != nil {
 		return usageErr("%s: %v", name, err)
 	}
 	if job.JobID == "" {
 		job.JobID = uuid.NewString()
-	}
-	s, err := loadSettings(ctx, env)
-	if err != nil {
-		return err
 	}
 	bus, err := queue.Open(ctx, s.Queue, "tsfallback-publish", zap.NewNop())
 	if err != nil {
