@@ -428,3 +428,31 @@ func TestPublishRefusesReusedJobID(t *testing.T) {
 		t.Fatalf("other devices under the same id: %d %s", code, out)
 	}
 }
+
+// TestServeStopsRolesWhenOneCannotStart: with the callback port taken, serve
+// must exit with the reason, and the worker it already started must stop.
+func TestServeStopsRolesWhenOneCannotStart(t *testing.T) {
+	st := startE2E(t, nil)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	env := map[string]string{}
+	for k, v := range st.env {
+		env[k] = v
+	}
+	env["TSFB_CALLBACK_ADDR"] = taken.Addr().String()
+	stderr := &syncBuffer{}
+	e := Env{Lookup: envconfig.MapLookuper(env), Stdin: strings.NewReader(""), Stdout: &syncBuffer{}, Stderr: stderr}
+	done := make(chan int, 1)
+	go func() { done <- Main(context.Background(), []string{"serve"}, e) }()
+	select {
+	case code := <-done:
+		if code == ExitOK || !strings.Contains(stderr.String(), "TSFB_CALLBACK_ADDR") {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not return after a role failed to start")
+	}
+}

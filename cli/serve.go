@@ -124,7 +124,16 @@ func runRoles(ctx context.Context, s Settings, roles []string, bus *queue.Bus, l
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	// A role that fails to start stops the ones already running before
+	// runRoles returns, so none outlives the bus it uses.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(rctx)
+	fail := func(err error) error {
+		cancel()
+		_ = g.Wait()
+		return err
+	}
 	has := func(r string) bool { return slices.Contains(roles, r) }
 
 	// The client is shared by the worker and the sweeper's status checks,
@@ -134,7 +143,7 @@ func runRoles(ctx context.Context, s Settings, roles []string, bus *queue.Bus, l
 	if has(RoleWorker) || s.ThingSpace.Validate() == nil {
 		guard := thingspace.WithLoginGuard(bus.NewLoginGuard(s.ThingSpace.Username))
 		if client, err = thingspace.New(s.ThingSpace, log, guard); err != nil {
-			return err
+			return fail(err)
 		}
 	}
 	if has(RoleWorker) {
@@ -142,23 +151,23 @@ func runRoles(ctx context.Context, s Settings, roles []string, bus *queue.Bus, l
 		id := fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano()%1e6)
 		lim, err := ratelimit.New(ctx, s.Rate, bus.Workers, id, log)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		defer lim.Close()
 		w, err := worker.New(s.Worker, bus, client, lim, tr, log)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		g.Go(func() error { return w.Run(gctx) })
 	}
 	if has(RoleIngester) {
 		ing, err := callback.NewIngester(s.Callback, bus, log)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		ln, err := net.Listen("tcp", s.Callback.Defaulted().Addr)
 		if err != nil {
-			return fmt.Errorf("TSFB_CALLBACK_ADDR: listening on %s: %w", s.Callback.Defaulted().Addr, err)
+			return fail(fmt.Errorf("TSFB_CALLBACK_ADDR: listening on %s: %w", s.Callback.Defaulted().Addr, err))
 		}
 		log.Info("ingester_listening", zap.String("addr", ln.Addr().String()))
 		if onStart != nil {
@@ -168,7 +177,7 @@ func runRoles(ctx context.Context, s Settings, roles []string, bus *queue.Bus, l
 		if a := s.Callback.AdminAddr; a != "" {
 			aln, err := net.Listen("tcp", a)
 			if err != nil {
-				return fmt.Errorf("TSFB_CALLBACK_ADMIN_ADDR: listening on %s: %w", a, err)
+				return fail(fmt.Errorf("TSFB_CALLBACK_ADMIN_ADDR: listening on %s: %w", a, err))
 			}
 			log.Info("admin_listening", zap.String("addr", aln.Addr().String()))
 			g.Go(func() error { return ing.ServeAdmin(gctx, aln) })
@@ -177,7 +186,7 @@ func runRoles(ctx context.Context, s Settings, roles []string, bus *queue.Bus, l
 	if has(RoleCorrelator) {
 		c, err := callback.NewCorrelator(s.Callback, bus, tr, log)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		g.Go(func() error { return c.Run(gctx) })
 	}
@@ -188,7 +197,7 @@ func runRoles(ctx context.Context, s Settings, roles []string, bus *queue.Bus, l
 		}
 		sw, err := callback.NewSweeper(s.Callback, bus, tr, checker, log)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		g.Go(func() error { return sw.Run(gctx) })
 	}

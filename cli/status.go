@@ -45,7 +45,10 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 		// A rejected job never gets a progress record; its event says why.
 		if rej, ok := rejection(ctx, bus, pos[0]); ok {
 			if *asJSON {
-				return json.NewEncoder(env.Stdout).Encode(rej)
+				if err := json.NewEncoder(env.Stdout).Encode(rej); err != nil {
+					return err
+				}
+				return &exitError{code: ExitPartial}
 			}
 			fmt.Fprintf(env.Stdout, "job %s (account %s): rejected, nothing was submitted\n", rej.JobID, rej.AccountName)
 			for _, p := range rej.Problems {

@@ -85,3 +85,13 @@ func TestEffective(t *testing.T) {
 		t.Fatalf("Effective = %v, want %v", got, want)
 	}
 }
+
+func TestEffectiveHidesURLPasswords(t *testing.T) {
+	type urls struct {
+		URL string `env:"TSFB_T_URL"`
+	}
+	got := Effective(urls{URL: "nats://u:hunter2@n1:4222,nats://n2:4222"})["TSFB_T_URL"]
+	if strings.Contains(got, "hunter2") || !strings.Contains(got, "n1:4222") || !strings.Contains(got, "n2:4222") {
+		t.Fatalf("Effective shows %q", got)
+	}
+}

@@ -7,8 +7,9 @@ import (
 )
 
 // Effective renders a loaded configuration as "TSFB_VAR" -> value, for the
-// start-up log: durations in their usual form and every Secret redacted,
-// because values are printed with fmt and Secret hides itself there.
+// start-up log: durations in their usual form, every Secret redacted
+// (values are printed with fmt, and Secret hides itself there) and the
+// password of any URL with credentials hidden.
 func Effective(target any) map[string]string {
 	out := map[string]string{}
 	walk(reflect.ValueOf(target), out)
@@ -37,6 +38,6 @@ func walk(v reflect.Value, out map[string]string) {
 			walk(v.Field(i), out)
 			continue
 		}
-		out[name] = fmt.Sprint(v.Field(i).Interface())
+		out[name] = RedactURLs(fmt.Sprint(v.Field(i).Interface()))
 	}
 }

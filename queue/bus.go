@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/tsfallback/tsfallback/config"
 	"github.com/tsfallback/tsfallback/model"
 )
 
@@ -82,7 +83,7 @@ func Open(ctx context.Context, cfg Config, name string, log *zap.Logger) (*Bus, 
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURL(url), err)
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", config.RedactURLs(url), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

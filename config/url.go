@@ -1,13 +1,13 @@
-package queue
+package config
 
 import (
 	"net/url"
 	"strings"
 )
 
-// redactURL hides passwords in a comma-separated list of NATS URLs, for
-// logs and errors.
-func redactURL(list string) string {
+// RedactURLs hides the passwords in a comma-separated list of URLs, for
+// logs and errors: a URL's credentials are as secret as a Secret.
+func RedactURLs(list string) string {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
 		u, err := url.Parse(strings.TrimSpace(p))
