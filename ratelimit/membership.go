@@ -75,6 +75,12 @@ type membership struct {
 	// Owned by the run goroutine (and by startMembership before it).
 	seen     map[string]member
 	selfSeen time.Time
+	// freshSince is when our own heartbeats resumed after a gap. Others'
+	// heartbeats were lost in that gap too (NATS was away), so nobody is
+	// dropped for silence before a TTL of a working view has passed:
+	// dropping a live member makes this process take its share, and both
+	// then send over the budget and earn a 429.
+	freshSince time.Time
 	// idle is what the last heartbeat said of this process.
 	idle bool
 
@@ -242,6 +248,9 @@ func (m *membership) handle(e jetstream.KeyValueEntry, now time.Time) {
 		// do not matter, and entries older than the bucket TTL are gone.
 		m.seen[id] = member{seen: now, idle: strings.HasSuffix(string(e.Value()), idleSuffix)}
 		if id == m.id {
+			if m.selfSeen.IsZero() || now.Sub(m.selfSeen) > 2*m.tm.heartbeat {
+				m.freshSince = now
+			}
 			m.selfSeen = now
 		}
 	case key == pauseKey && !gone:
@@ -268,7 +277,7 @@ func (m *membership) recount(now time.Time) {
 	n, busy := 0, 1
 	self := false
 	for id, mb := range m.seen {
-		if now.Sub(mb.seen) > m.tm.ttl {
+		if now.Sub(later(mb.seen, m.freshSince)) > m.tm.ttl {
 			delete(m.seen, id)
 			continue
 		}
@@ -341,4 +350,11 @@ func (m *membership) stop(leave bool) {
 	if err := m.kv.Delete(ctx, m.key); err != nil {
 		m.log.Warn("ratelimit_leave_failed", zap.Error(err))
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
