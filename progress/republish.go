@@ -27,14 +27,20 @@ const clockSlack = time.Minute
 // second publish would not be dropped by the stream. Half the window is a
 // margin for the distance between our clock and the server's.
 func (t *Tracker) mustLookBeforeRepublish(ctx context.Context, created time.Time) bool {
-	t.windowOnce.Do(func() {
-		st, err := t.bus.JS.Stream(ctx, queue.StreamResults)
-		if err != nil {
-			return // unknown: always look
+	t.windowMu.Lock()
+	if t.window == 0 {
+		// Read until it succeeds: a failure during a failover must not
+		// make every later redo look, for the life of the process.
+		if st, err := t.bus.JS.Stream(ctx, queue.StreamResults); err == nil {
+			t.window = st.CachedInfo().Config.Duplicates
 		}
-		t.window = st.CachedInfo().Config.Duplicates
-	})
-	return t.now().Sub(created) >= t.window/2
+	}
+	window := t.window
+	t.windowMu.Unlock()
+	if window == 0 {
+		return true // unknown: look
+	}
+	return t.now().Sub(created) >= window/2
 }
 
 // published reports whether e is already in FALLBACK_RESULTS, looking at

@@ -34,9 +34,9 @@ type Tracker struct {
 	log *zap.Logger
 	now func() time.Time
 
-	// window is FALLBACK_RESULTS' duplicate window, read once.
-	windowOnce sync.Once
-	window     time.Duration
+	// window is FALLBACK_RESULTS' duplicate window, read once it can be.
+	windowMu sync.Mutex
+	window   time.Duration
 
 	stats Stats
 }

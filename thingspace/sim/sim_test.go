@@ -151,9 +151,6 @@ func TestScale(t *testing.T) {
 	if st.DevicesSubmitted != 20000 || st.CallbacksAcknowledged != 20000 || len(e.raw()) != 20000 {
 		t.Fatalf("stats = %+v", st)
 	}
-	if took > 20*time.Second {
-		t.Fatalf("took %s", took)
-	}
 	t.Logf("20000 devices with callbacks in %s, max %d req/s", took, st.MaxRequestsPerSecond)
 }
 
