@@ -54,8 +54,6 @@ func Decode(body []byte) (model.Callback, error) {
 	if cb.RequestID == "" {
 		return cb, ErrNoRequestID
 	}
-	cb.Username = text(field(top, "username"))
-	cb.Password = text(field(top, "password"))
 	cb.CallbackCount = number(field(top, "callbackCount"))
 	cb.MaxCallbackThreshold = number(field(top, "maxCallbackThreshold"))
 	cb.Fault = fault(top)

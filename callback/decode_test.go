@@ -28,7 +28,7 @@ func TestDecodeShapes(t *testing.T) {
 		want: model.Callback{RequestID: "r-1", Status: "FAILED",
 			Device: model.Device{DeviceIDs: []model.DeviceID{{Kind: "eid", ID: eid}, {Kind: "iccid", ID: iccid}}},
 			Fault:  &model.Fault{Code: "SVC1000", Message: "no profile"}, CallbackCount: 1,
-			MaxCallbackThreshold: 4, Username: "u", Password: "p"},
+			MaxCallbackThreshold: 4},
 	}, {
 		name: "key casing, kind casing, counters as strings, collection as object",
 		body: `{"RequestID":"r-2","DeviceResponse":{"DeviceProfileResponse":{"DeviceIdentifierCollection":

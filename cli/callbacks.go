@@ -32,7 +32,7 @@ func runCallbacks(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "callbacks "+sub, "--account ACCOUNT [--url URL] [--service NAME]")
 	account := fs.String("account", "", "ThingSpace account name (required)")
 	url := fs.String("url", "", "public URL of the callback ingester, ending in /callbacks/thingspace (register)")
-	service := fs.String("service", defaultCallbackService, "callback service name")
+	service := fs.String("service", thingspace.ServiceDeviceProfile, "callback service name")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -101,11 +101,6 @@ func runCallbacks(ctx context.Context, env Env, args []string) error {
 		return usageErr("unknown callbacks subcommand %q (want register, list or delete)", sub)
 	}
 }
-
-// defaultCallbackService is the service registered when none is named. No
-// ThingSpace page names the service that carries setfallbackattribute
-// results; DeviceProfileService carries the results of profile changes.
-const defaultCallbackService = "DeviceProfileService"
 
 // checkCallbackURL refuses a URL ThingSpace could not post to.
 func checkCallbackURL(env Env, raw string) error {

@@ -205,7 +205,7 @@ func demo(ctx context.Context, env Env, s Settings, o demoOptions, log *zap.Logg
 		return sum, err
 	}
 	err = client.RegisterCallback(ctx, DemoAccount, thingspace.Registration{
-		Name: defaultCallbackService, URL: "http://" + ingester + "/callbacks/thingspace",
+		Name: thingspace.ServiceDeviceProfile, URL: "http://" + ingester + "/callbacks/thingspace",
 		Username: s.Callback.Username.Reveal(), Password: cbPassword,
 	})
 	if err != nil {

@@ -132,7 +132,7 @@ func startE2E(t *testing.T, tune func(*sim.Config)) *e2eStack {
 		t.Fatal(err)
 	}
 	err = client.RegisterCallback(context.Background(), testAccount, thingspace.Registration{
-		Name: defaultCallbackService, URL: "http://" + st.ingester + "/callbacks/thingspace",
+		Name: thingspace.ServiceDeviceProfile, URL: "http://" + st.ingester + "/callbacks/thingspace",
 		Username: "cb-user", Password: "cb-secret-e2e"})
 	if err != nil {
 		t.Fatal(err)

@@ -49,8 +49,6 @@ type Callback struct {
 	Fault                *Fault
 	CallbackCount        int
 	MaxCallbackThreshold int
-	Username             string
-	Password             string
 }
 
 // Final reports whether the status ends the device.

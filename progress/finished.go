@@ -10,7 +10,7 @@ import (
 	"github.com/tsfallback/tsfallback/model"
 )
 
-// HasOutcome reports whether the device of e (within e's request) already
+// HasOutcome reports whether the device of e (within e's job) already
 // has a final outcome. The correlator asks before it publishes a non-final
 // status, so that a status ThingSpace sent, or we received, after the final
 // callback does not make a finished device look unfinished again.

@@ -202,28 +202,7 @@ func (b *Bus) streamConfigs() []jetstream.StreamConfig {
 // a repeat inside the duplicate window is a no-op, and then sends it to
 // replyTo when one is given.
 func (b *Bus) PublishEvent(ctx context.Context, e model.Event, replyTo string) error {
-	if e.At.IsZero() {
-		e.At = time.Now().UTC()
-	}
-	data, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encoding %s event: %w", e.Type, err)
-	}
-	msg := nats.NewMsg(ResultSubject(e.AccountName, e.JobID))
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, e.MsgID())
-	if _, err := b.JS.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("publishing %s event of job %s: %w", e.Type, e.JobID, err)
-	}
-	if replyTo != "" {
-		rmsg := nats.NewMsg(replyTo)
-		rmsg.Data = data
-		rmsg.Header.Set(jetstream.MsgIDHeader, e.MsgID())
-		if err := b.NC.PublishMsg(rmsg); err != nil {
-			return fmt.Errorf("publishing %s event of job %s to reply subject: %w", e.Type, e.JobID, err)
-		}
-	}
-	return nil
+	return b.PublishEvents(ctx, []model.Event{e}, []string{replyTo})[0]
 }
 
 // PublishEvents is PublishEvent for many events: each is sent with an

@@ -17,7 +17,7 @@ const (
 	// BucketChunks is the worker's submit journal: "<jobId>.<chunk>".
 	BucketChunks = "fallback_chunks"
 	// BucketOutcomes holds each device's final outcome:
-	// "<requestId>.<deviceKey>", created once.
+	// "<jobId>.<deviceKey>", created once.
 	BucketOutcomes = "fallback_outcomes"
 	// BucketWorkers holds live worker processes, with a TTL.
 	BucketWorkers = "fallback_workers"
