@@ -89,8 +89,8 @@ func (h *harness) callback(body []byte) {
 func (h *harness) waitEvents(typ string, n int) []model.Event {
 	h.t.Helper()
 	var got []model.Event
-	eventually(h.t, 15*time.Second, fmt.Sprintf("%d %s events", n, typ), func() bool {
-		got = ofType(results(h.t, h.bus), typ)
+	queuetest.Eventually(h.t, 15*time.Second, fmt.Sprintf("%d %s events", n, typ), func() bool {
+		got = queuetest.OfType(queuetest.Events(h.t, h.bus), typ)
 		return len(got) >= n
 	})
 	return got
@@ -110,9 +110,9 @@ func TestCorrelateSuccessAndFailure(t *testing.T) {
 	h.callback([]byte(failed))
 
 	done := h.waitEvents(model.EventJobCompleted, 1)
-	es := results(t, h.bus)
-	ok := ofType(es, model.EventDeviceSucceeded)
-	bad := ofType(es, model.EventDeviceFailed)
+	es := queuetest.Events(t, h.bus)
+	ok := queuetest.OfType(es, model.EventDeviceSucceeded)
+	bad := queuetest.OfType(es, model.EventDeviceFailed)
 	if len(ok) != 1 || len(bad) != 1 || len(done) != 1 {
 		t.Fatalf("events %+v", es)
 	}
@@ -145,8 +145,8 @@ func TestCorrelateDuplicates(t *testing.T) {
 	h.callback(callbackBody("req-d", devs[1], model.StatusSuccess))
 	h.waitEvents(model.EventJobCompleted, 1)
 
-	es := results(t, h.bus)
-	if n := len(ofType(es, model.EventDeviceSucceeded)); n != 2 {
+	es := queuetest.Events(t, h.bus)
+	if n := len(queuetest.OfType(es, model.EventDeviceSucceeded)); n != 2 {
 		t.Fatalf("%d device.succeeded, want 2: %+v", n, es)
 	}
 	st, err := h.tr.Get(context.Background(), "job-d")
@@ -165,11 +165,11 @@ func TestCorrelateWaitsForRecord(t *testing.T) {
 	}
 	before := counters.waiting.Load()
 	h.callback(callbackBody("req-w", devs[0], model.StatusSuccess))
-	eventually(t, 10*time.Second, "the callback to wait", func() bool { return counters.waiting.Load() > before })
+	queuetest.Eventually(t, 10*time.Second, "the callback to wait", func() bool { return counters.waiting.Load() > before })
 
 	h.putRecord(model.RequestRecord{RequestID: "req-w", JobID: "job-w", AccountName: testAccount, Devices: devs})
 	h.waitEvents(model.EventJobCompleted, 1)
-	if n := len(ofType(results(t, h.bus), model.EventDeviceUnmatched)); n != 0 {
+	if n := len(queuetest.OfType(queuetest.Events(t, h.bus), model.EventDeviceUnmatched)); n != 0 {
 		t.Fatalf("%d unmatched", n)
 	}
 }
@@ -190,7 +190,7 @@ func TestCorrelateEarlyCallback(t *testing.T) {
 	waiting, awaited, found := counters.waiting.Load(), counters.awaited.Load(), counters.awaitedFound.Load()
 	h.callback(callbackBody("req-e", devs[0], model.StatusSuccess))
 	h.callback(callbackBody("req-e", devs[1], model.StatusFailed))
-	eventually(t, 10*time.Second, "the callbacks to wait for their record", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "the callbacks to wait for their record", func() bool {
 		return counters.awaited.Load()-awaited >= 2
 	})
 	h.putRecord(model.RequestRecord{RequestID: "req-e", JobID: "job-e", AccountName: testAccount, Devices: devs})
@@ -202,8 +202,8 @@ func TestCorrelateEarlyCallback(t *testing.T) {
 	if n := counters.awaitedFound.Load() - found; n != 2 {
 		t.Fatalf("%d callbacks found their record while waiting, want 2", n)
 	}
-	es := results(t, h.bus)
-	if n := len(ofType(es, model.EventDeviceUnmatched)); n != 0 {
+	es := queuetest.Events(t, h.bus)
+	if n := len(queuetest.OfType(es, model.EventDeviceUnmatched)); n != 0 {
 		t.Fatalf("%d unmatched", n)
 	}
 	st, err := h.tr.Get(context.Background(), "job-e")
@@ -246,7 +246,7 @@ func TestCorrelateUnmatched(t *testing.T) {
 	if e.JobID != model.UnknownJobID || e.RequestID != "no-such-request" || e.Device.Key() != dev.Key() {
 		t.Fatalf("unmatched %+v", e)
 	}
-	if n := len(ofType(results(t, h.bus), model.EventDeviceSucceeded)); n != 0 {
+	if n := len(queuetest.OfType(queuetest.Events(t, h.bus), model.EventDeviceSucceeded)); n != 0 {
 		t.Fatal("an unmatched callback produced a success")
 	}
 }
@@ -256,8 +256,8 @@ func TestCorrelateDeadLetter(t *testing.T) {
 	h.callback([]byte(`{"requestId":"req-x","status":"SUCCESS","password":"` + testPass + `"}`))
 	var dead []byte
 	var reason string
-	eventually(t, 10*time.Second, "a dead letter", func() bool {
-		ms := readAll(t, h.bus, queue.StreamDead)
+	queuetest.Eventually(t, 10*time.Second, "a dead letter", func() bool {
+		ms := queuetest.Msgs(t, h.bus, queue.StreamDead)
 		if len(ms) == 0 {
 			return false
 		}
@@ -270,7 +270,7 @@ func TestCorrelateDeadLetter(t *testing.T) {
 	if string(dead) == "" || contains2(string(dead), testPass) {
 		t.Fatalf("dead letter keeps the password: %s", dead)
 	}
-	if n := len(results(t, h.bus)); n != 0 {
+	if n := len(queuetest.Events(t, h.bus)); n != 0 {
 		t.Fatalf("%d events from an undecodable callback", n)
 	}
 }
@@ -323,11 +323,11 @@ func TestCorrelateThroughput(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := n + jobs
-	eventually(t, 50*time.Second, "every event", func() bool {
+	queuetest.Eventually(t, 50*time.Second, "every event", func() bool {
 		return streamMsgs(t, h.bus, queue.StreamResults) >= want
 	})
 	t.Logf("%d callbacks correlated in %s", n, time.Since(start))
-	if got := len(ofType(results(t, h.bus), model.EventJobCompleted)); got != jobs {
+	if got := len(queuetest.OfType(queuetest.Events(t, h.bus), model.EventJobCompleted)); got != jobs {
 		t.Fatalf("%d job.completed, want %d", got, jobs)
 	}
 }

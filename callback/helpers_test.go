@@ -3,12 +3,9 @@ package callback
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/queue"
@@ -28,18 +25,6 @@ func testConfig() Config {
 	}.Defaulted()
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func streamMsgs(t testing.TB, bus *queue.Bus, name string) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -53,58 +38,6 @@ func streamMsgs(t testing.TB, bus *queue.Bus, name string) int {
 		t.Fatal(err)
 	}
 	return int(info.State.Msgs)
-}
-
-// readAll returns every message now in the stream.
-func readAll(t *testing.T, bus *queue.Bus, name string) []jetstream.Msg {
-	t.Helper()
-	want := streamMsgs(t, bus, name)
-	if want == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := bus.JS.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []jetstream.Msg
-	for len(out) < want {
-		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			out = append(out, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
-
-func results(t *testing.T, bus *queue.Bus) []model.Event {
-	t.Helper()
-	var out []model.Event
-	for _, m := range readAll(t, bus, queue.StreamResults) {
-		var e model.Event
-		if err := json.Unmarshal(m.Data(), &e); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-func ofType(es []model.Event, typ string) []model.Event {
-	var out []model.Event
-	for _, e := range es {
-		if e.Type == typ {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // callbackBody is the documented shape, with the test credentials.

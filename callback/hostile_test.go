@@ -202,7 +202,7 @@ func TestConnectionFloodBounded(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-	eventually(t, 5*time.Second, "goroutines back to the baseline", func() bool {
+	queuetest.Eventually(t, 5*time.Second, "goroutines back to the baseline", func() bool {
 		return runtime.NumGoroutine() <= base0+2
 	})
 }

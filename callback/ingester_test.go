@@ -173,7 +173,7 @@ func TestIngesterNATSDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	// ThingSpace sends the refused callback again; it is stored this time.
-	eventually(t, 15*time.Second, "a 200 after NATS came back", func() bool {
+	queuetest.Eventually(t, 15*time.Second, "a 200 after NATS came back", func() bool {
 		return post(t, srv.URL, "application/json", body(3)) == 200
 	})
 	resp, err = http.Get(srv.URL + "/readyz")
@@ -454,7 +454,7 @@ func TestServeStopsSilentConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	eventually(t, 5*time.Second, "the silent connection to be accepted", func() bool {
+	queuetest.Eventually(t, 5*time.Second, "the silent connection to be accepted", func() bool {
 		return in.silentConns() == 1
 	})
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/queue"
+	"github.com/tsfallback/tsfallback/queue/queuetest"
 )
 
 // TestStatusNeverFollowsFinal: consumers read the stream in order, so a
@@ -33,13 +34,13 @@ func TestStatusNeverFollowsFinal(t *testing.T) {
 
 	h.callback(callbackBody("req-o", devs[2], model.StatusSuccess))
 	h.waitEvents(model.EventJobCompleted, 1)
-	eventually(t, 10*time.Second, "the stale status to be settled", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "the stale status to be settled", func() bool {
 		return counters.staleStatus.Load() > staleBefore && streamPending(t, h.bus) == 0
 	})
 
 	final := map[string]bool{}
 	statuses := 0
-	for _, e := range results(t, h.bus) {
+	for _, e := range queuetest.Events(t, h.bus) {
 		switch {
 		case model.IsFinalDevice(e.Type):
 			final[e.Device.Key()] = true
@@ -70,11 +71,11 @@ func TestResubmittedChunkOneFinalEvent(t *testing.T) {
 		h.callback(callbackBody("req-r2", d, model.StatusFailed))
 	}
 	h.waitEvents(model.EventJobCompleted, 1)
-	eventually(t, 10*time.Second, "every callback to be settled", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "every callback to be settled", func() bool {
 		return streamPending(t, h.bus) == 0
 	})
 	finals := map[string]int{}
-	for _, e := range results(t, h.bus) {
+	for _, e := range queuetest.Events(t, h.bus) {
 		if model.IsFinalDevice(e.Type) {
 			finals[e.Device.Key()]++
 		}

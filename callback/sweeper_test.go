@@ -66,11 +66,11 @@ func TestSweeperTimesOut(t *testing.T) {
 	if !st.Completed || st.Counts != (model.Counts{Devices: 3, Succeeded: 2, TimedOut: 1}) {
 		t.Fatalf("state %+v", st)
 	}
-	es := results(t, bus)
-	if n := len(ofType(es, model.EventDeviceTimedOut)); n != 1 {
+	es := queuetest.Events(t, bus)
+	if n := len(queuetest.OfType(es, model.EventDeviceTimedOut)); n != 1 {
 		t.Fatalf("%d timed out", n)
 	}
-	if n := len(ofType(es, model.EventJobCompleted)); n != 1 {
+	if n := len(queuetest.OfType(es, model.EventJobCompleted)); n != 1 {
 		t.Fatalf("%d completed", n)
 	}
 

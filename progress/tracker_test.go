@@ -7,9 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tsfallback/tsfallback/model"
@@ -19,47 +17,6 @@ import (
 )
 
 const account = "0000123456-00001"
-
-// results returns every event now in FALLBACK_RESULTS, in order.
-func results(t *testing.T, bus *queue.Bus) []model.Event {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := bus.JS.Stream(ctx, queue.StreamResults)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := int(info.State.Msgs)
-	if want == 0 {
-		return nil
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []model.Event
-	for len(out) < want {
-		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			var e model.Event
-			if err := json.Unmarshal(m.Data(), &e); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, e)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
 
 func countTypes(es []model.Event) map[string]int {
 	m := map[string]int{}
@@ -132,7 +89,7 @@ func TestCompletedOnceUnderRedelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	es := results(t, bus)
+	es := queuetest.Events(t, bus)
 	got := countTypes(es)
 	want := map[string]int{model.EventDeviceSucceeded: 1, model.EventDeviceFailed: 1,
 		model.EventDeviceTimedOut: 1, model.EventJobCompleted: 1}
@@ -169,7 +126,7 @@ func TestCrashAfterCreateIsRepaired(t *testing.T) {
 	if err := tr.Record(ctx, []progress.Outcome{o}); err != nil {
 		t.Fatal(err)
 	}
-	got := countTypes(results(t, bus))
+	got := countTypes(queuetest.Events(t, bus))
 	if got[model.EventDeviceSucceeded] != 1 || got[model.EventJobCompleted] != 1 {
 		t.Fatalf("events %v", got)
 	}
@@ -194,7 +151,7 @@ func TestOutcomesBeforeStart(t *testing.T) {
 	if err := tr.StartJob(ctx, job); err != nil {
 		t.Fatal(err)
 	}
-	if got := countTypes(results(t, bus)); got[model.EventJobCompleted] != 1 {
+	if got := countTypes(queuetest.Events(t, bus)); got[model.EventJobCompleted] != 1 {
 		t.Fatalf("events %v", got)
 	}
 }
@@ -229,7 +186,7 @@ func TestConcurrentBatches(t *testing.T) {
 	if !st.Completed || st.Counts.Succeeded != n {
 		t.Fatalf("state %+v", st)
 	}
-	got := countTypes(results(t, bus))
+	got := countTypes(queuetest.Events(t, bus))
 	if got[model.EventDeviceSucceeded] != n || got[model.EventJobCompleted] != 1 {
 		t.Fatalf("events %v", got)
 	}

@@ -49,7 +49,7 @@ func runOnce(t *testing.T, bus *queue.Bus, cfg Config) error {
 func TestOverlappingConsumerFailsStart(t *testing.T) {
 	t.Run("second unfiltered durable", func(t *testing.T) {
 		h := start(t, Config{}, &fakeAPI{})
-		eventually(t, 5*time.Second, "the first consumer", func() bool {
+		queuetest.Eventually(t, 5*time.Second, "the first consumer", func() bool {
 			_, err := h.bus.JS.Consumer(context.Background(), queue.StreamJobs, DefaultConsumer)
 			return err == nil
 		})

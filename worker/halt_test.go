@@ -7,6 +7,7 @@ import (
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/queue"
+	"github.com/tsfallback/tsfallback/queue/queuetest"
 	"github.com/tsfallback/tsfallback/thingspace"
 )
 
@@ -23,7 +24,7 @@ func TestLoginStoppedHalts(t *testing.T) {
 		publish(t, h.bus, queue.JobSubject(testAccount), model.Job{JobID: id, AccountName: testAccount,
 			Devices: devices(uint64(i+1), 3)})
 	}
-	eventually(t, 10*time.Second, "the job handed back", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "the job handed back", func() bool {
 		return h.w.Stats().JobsHandedBack.Load() == 1
 	})
 	if !h.w.Halted() {
@@ -35,8 +36,8 @@ func TestLoginStoppedHalts(t *testing.T) {
 	if n := jobsLeft(t, h.bus); n != 3 {
 		t.Fatalf("%d jobs left in the stream, want all 3", n)
 	}
-	es := events(t, h.bus)
-	if n := len(ofType(es, model.EventDeviceFailed)) + len(ofType(es, model.EventJobFailed)); n != 0 {
+	es := queuetest.Events(t, h.bus)
+	if n := len(queuetest.OfType(es, model.EventDeviceFailed)) + len(queuetest.OfType(es, model.EventJobFailed)); n != 0 {
 		t.Fatalf("%d failure events, want none: a login problem is not the devices'", n)
 	}
 	// The other jobs were never fetched.

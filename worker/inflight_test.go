@@ -94,7 +94,7 @@ func TestFetchBoundedByShare(t *testing.T) {
 	slow := options{rate: ratelimit.Config{RPS: 1, Burst: 1}}
 	apiA := newHoldAPI()
 	a := startWith(t, bus, cfg, apiA, slow)
-	eventually(t, 10*time.Second, "first worker's request", func() bool { return apiA.inside.Load() == 1 })
+	queuetest.Eventually(t, 10*time.Second, "first worker's request", func() bool { return apiA.inside.Load() == 1 })
 	if info := consumerInfo(t, bus, DefaultConsumer); info.NumAckPending != 1 || info.NumPending != 3 {
 		t.Fatalf("one worker saturated: %d jobs ack-pending, %d in the stream; want 1 and 3",
 			info.NumAckPending, info.NumPending)
@@ -105,7 +105,7 @@ func TestFetchBoundedByShare(t *testing.T) {
 
 	apiB := newHoldAPI()
 	b := startWith(t, bus, cfg, apiB, slow)
-	eventually(t, 10*time.Second, "second worker's request", func() bool { return apiB.inside.Load() == 1 })
+	queuetest.Eventually(t, 10*time.Second, "second worker's request", func() bool { return apiB.inside.Load() == 1 })
 	if info := consumerInfo(t, bus, DefaultConsumer); info.NumAckPending != 2 || info.NumPending != 2 {
 		t.Fatalf("two workers saturated: %d jobs ack-pending, %d in the stream; want 2 and 2",
 			info.NumAckPending, info.NumPending)

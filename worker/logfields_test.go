@@ -33,7 +33,7 @@ func TestLogFieldsOnce(t *testing.T) {
 	bad := model.Job{JobID: "job-logged-bad", AccountName: testAccount, Devices: devices(82, 1)}
 	bad.Devices[0].DeviceIDs[0].ID = "1"
 	publish(t, h.bus, queue.JobSubject(testAccount), bad)
-	eventually(t, 10*time.Second, "jobs settled", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "jobs settled", func() bool {
 		return h.w.Stats().JobsDone.Load() == 1 && h.w.Stats().JobsRejected.Load() == 1
 	})
 	for _, msg := range []string{"worker_job_retry_later", "worker_job_done", "worker_job_rejected",

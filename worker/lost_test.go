@@ -43,7 +43,7 @@ func TestStreamsLostWhileRunning(t *testing.T) {
 	h := startWith(t, bus, Config{ChunkSize: 2}, &fakeAPI{}, options{log: log, member: "lost-w1"})
 	publish(t, bus, queue.JobSubject(testAccount),
 		model.Job{JobID: "before-loss", AccountName: testAccount, Devices: devices(61, 3)})
-	eventually(t, 10*time.Second, "the first job", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
+	queuetest.Eventually(t, 10*time.Second, "the first job", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
 
 	ctx := context.Background()
 	// Buckets first: the stream's loss is what the fetch notices at once.
@@ -55,10 +55,10 @@ func TestStreamsLostWhileRunning(t *testing.T) {
 	if err := bus.JS.DeleteStream(ctx, queue.StreamJobs); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "streams and buckets re-created", func() bool {
+	queuetest.Eventually(t, 20*time.Second, "streams and buckets re-created", func() bool {
 		return len(missing(t, bus)) == 0
 	})
-	eventually(t, 5*time.Second, "the re-creation logged", func() bool {
+	queuetest.Eventually(t, 5*time.Second, "the re-creation logged", func() bool {
 		for _, e := range logs.FilterMessage("worker_streams_recreated").All() {
 			got, _ := e.ContextMap()["missing"].([]interface{})
 			var names []string
@@ -74,7 +74,7 @@ func TestStreamsLostWhileRunning(t *testing.T) {
 
 	publish(t, bus, queue.JobSubject(testAccount),
 		model.Job{JobID: "after-loss", AccountName: testAccount, Devices: devices(62, 3)})
-	eventually(t, 20*time.Second, "a job after the loss", func() bool { return h.w.Stats().JobsDone.Load() == 2 })
+	queuetest.Eventually(t, 20*time.Second, "a job after the loss", func() bool { return h.w.Stats().JobsDone.Load() == 2 })
 	for chunk := range 2 {
 		if _, ok, err := h.w.journalGet(ctx, "after-loss", chunk); err != nil || !ok {
 			t.Fatalf("journal of chunk %d after the loss: found %v, %v", chunk, ok, err)
@@ -84,7 +84,7 @@ func TestStreamsLostWhileRunning(t *testing.T) {
 	if err != nil || st.Counts.Devices != 3 {
 		t.Fatalf("job state after the loss: %+v, %v", st, err)
 	}
-	eventually(t, 20*time.Second, "the limiter's membership back", func() bool {
+	queuetest.Eventually(t, 20*time.Second, "the limiter's membership back", func() bool {
 		_, err := bus.Workers.Get(ctx, "member.lost-w1")
 		return err == nil
 	})
@@ -103,13 +103,13 @@ func TestBucketsLostWhileIdle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 20*time.Second, "buckets re-created", func() bool { return len(missing(t, bus)) == 0 })
-	eventually(t, 5*time.Second, "the re-creation logged", func() bool {
+	queuetest.Eventually(t, 20*time.Second, "buckets re-created", func() bool { return len(missing(t, bus)) == 0 })
+	queuetest.Eventually(t, 5*time.Second, "the re-creation logged", func() bool {
 		return logs.FilterMessage("worker_streams_recreated").Len() > 0
 	})
 	publish(t, bus, queue.JobSubject(testAccount),
 		model.Job{JobID: "after-bucket-loss", AccountName: testAccount, Devices: devices(63, 3)})
-	eventually(t, 20*time.Second, "a job after the loss", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
+	queuetest.Eventually(t, 20*time.Second, "a job after the loss", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
 	if _, err := bus.Chunks.Get(ctx, journalKey("after-bucket-loss", 0)); err != nil {
 		t.Fatalf("journal after the loss: %v", err)
 	}

@@ -53,7 +53,7 @@ func waitWindowPassed(t *testing.T, bus *queue.Bus) {
 	if _, err := bus.JS.PublishMsg(ctx, msg()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the duplicate window to pass", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "the duplicate window to pass", func() bool {
 		ack, err := bus.JS.PublishMsg(ctx, msg())
 		if err != nil {
 			t.Fatal(err)
@@ -66,7 +66,7 @@ func waitWindowPassed(t *testing.T, bus *queue.Bus) {
 func jobEvents(t *testing.T, bus *queue.Bus, jobID string) map[string][]model.Event {
 	t.Helper()
 	out := map[string][]model.Event{}
-	for _, e := range events(t, bus) {
+	for _, e := range queuetest.Events(t, bus) {
 		if e.JobID == jobID {
 			out[e.Type] = append(out[e.Type], e)
 		}
@@ -113,7 +113,7 @@ func TestEventsOnceAfterWindow(t *testing.T) {
 	<-inside
 	waitWindowPassed(t, bus)
 	close(release)
-	eventually(t, 10*time.Second, "job acknowledged", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
+	queuetest.Eventually(t, 10*time.Second, "job acknowledged", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
 	if h.w.Stats().JobsRetried.Load() != 1 {
 		t.Fatalf("retried %d times, want 1", h.w.Stats().JobsRetried.Load())
 	}
@@ -136,10 +136,10 @@ func TestRepublishedJobAfterWindow(t *testing.T) {
 	h := startOn(t, bus, Config{ChunkSize: 5}, api)
 	job := model.Job{JobID: "job-again", AccountName: testAccount, Devices: devices(72, 8)}
 	publish(t, bus, queue.JobSubject(testAccount), job)
-	eventually(t, 10*time.Second, "first job", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
+	queuetest.Eventually(t, 10*time.Second, "first job", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
 	waitWindowPassed(t, bus)
 	publish(t, bus, queue.JobSubject(testAccount), job)
-	eventually(t, 10*time.Second, "second job", func() bool { return h.w.Stats().JobsDone.Load() == 2 })
+	queuetest.Eventually(t, 10*time.Second, "second job", func() bool { return h.w.Stats().JobsDone.Load() == 2 })
 
 	if n := len(api.requests()); n != 2 {
 		t.Errorf("%d requests, want 2", n)
@@ -202,7 +202,7 @@ func TestCrashBetweenRecordAndEvent(t *testing.T) {
 	h := startOn(t, bus, Config{ChunkSize: 2}, api)
 	publish(t, bus, queue.JobSubject(testAccount), a)
 	publish(t, bus, queue.JobSubject(testAccount), b)
-	eventually(t, 10*time.Second, "both jobs", func() bool { return h.w.Stats().JobsDone.Load() == 2 })
+	queuetest.Eventually(t, 10*time.Second, "both jobs", func() bool { return h.w.Stats().JobsDone.Load() == 2 })
 
 	if reqs := api.requests(); len(reqs) != 1 || reqs[0].Devices[0].Key() != b.Devices[0].Key() {
 		t.Fatalf("%d requests, want only job B's", len(reqs))
@@ -253,7 +253,7 @@ func TestReusedJobIDIsRejected(t *testing.T) {
 			first := model.Job{JobID: "job-reused", AccountName: testAccount, Devices: devices(75, 10),
 				ReplyTo: "replies.reused"}
 			publish(t, h.bus, queue.JobSubject(testAccount), first)
-			eventually(t, 10*time.Second, "first job", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
+			queuetest.Eventually(t, 10*time.Second, "first job", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
 			if c.oldJob {
 				if err := h.bus.Chunks.Purge(ctx, acceptKey(first.JobID)); err != nil {
 					t.Fatal(err)
@@ -268,13 +268,13 @@ func TestReusedJobIDIsRejected(t *testing.T) {
 			second := first
 			second.Devices = append(append([]model.Device(nil), first.Devices[:5]...), devices(76, 5)...)
 			publish(t, h.bus, queue.JobSubject(testAccount), second)
-			eventually(t, 10*time.Second, "rejection", func() bool { return h.w.Stats().JobsRejected.Load() == 1 })
-			eventually(t, 5*time.Second, "message terminated", func() bool { return jobsLeft(t, h.bus) == 0 })
+			queuetest.Eventually(t, 10*time.Second, "rejection", func() bool { return h.w.Stats().JobsRejected.Load() == 1 })
+			queuetest.Eventually(t, 5*time.Second, "message terminated", func() bool { return jobsLeft(t, h.bus) == 0 })
 			if n := len(api.requests()); n != 2 {
 				t.Fatalf("%d requests, want the first job's 2 only", n)
 			}
 			var rej []model.Event
-			eventually(t, 5*time.Second, "job.rejected", func() bool {
+			queuetest.Eventually(t, 5*time.Second, "job.rejected", func() bool {
 				rej = jobEvents(t, h.bus, first.JobID)[model.EventJobRejected]
 				return len(rej) == 1
 			})
@@ -286,7 +286,7 @@ func TestReusedJobIDIsRejected(t *testing.T) {
 			if err != nil || !strings.Contains(string(m.Data), model.EventJobRejected) {
 				t.Fatalf("reply subject: %v", err)
 			}
-			dead := streamMsgs(t, h.bus, queue.StreamDead)
+			dead := queuetest.Msgs(t, h.bus, queue.StreamDead)
 			if len(dead) != 1 || !strings.Contains(dead[0].Headers().Get(queue.HeaderReason), "used before") {
 				t.Fatalf("%d dead letters", len(dead))
 			}

@@ -31,7 +31,7 @@ func TestLongRetryAfterReschedules(t *testing.T) {
 	// handed back, that is during the pause.
 	h := startWith(t, bus, Config{Concurrency: 1, ShutdownTimeout: 100 * time.Millisecond}, api,
 		options{log: log})
-	eventually(t, 10*time.Second, "the job handed back and the fetch loop paused", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "the job handed back and the fetch loop paused", func() bool {
 		return h.w.Stats().JobsRetried.Load() == 1 && h.w.Stats().FetchPauses.Load() >= 1
 	})
 	if n := len(api.requests()); n != 1 {
@@ -53,8 +53,8 @@ func TestLongRetryAfterReschedules(t *testing.T) {
 			"want 1 delivery, the second job untouched", info.Delivered.Consumer, info.NumPending,
 			info.NumRedelivered)
 	}
-	es := events(t, bus)
-	if n := len(ofType(es, model.EventDeviceFailed)) + len(ofType(es, model.EventJobFailed)); n != 0 {
+	es := queuetest.Events(t, bus)
+	if n := len(queuetest.OfType(es, model.EventDeviceFailed)) + len(queuetest.OfType(es, model.EventJobFailed)); n != 0 {
 		t.Fatalf("%d failure events: a 429 is never a device failure", n)
 	}
 	if st := h.w.Stats(); st.Requests.Load() != 0 || st.RateLimited.Load() != 1 {

@@ -65,7 +65,7 @@ func testShutdown(t *testing.T, maxDeliver int) {
 
 	job := model.Job{JobID: "job-stopped", AccountName: testAccount, Devices: devices(11, 10)}
 	publish(t, bus, queue.JobSubject(testAccount), job)
-	eventually(t, 10*time.Second, "second chunk in flight", func() bool { return api.blocked.Load() == 1 })
+	queuetest.Eventually(t, 10*time.Second, "second chunk in flight", func() bool { return api.blocked.Load() == 1 })
 
 	// Stop: the in-flight job overruns the shutdown timeout, is cancelled
 	// and given back unacknowledged.
@@ -85,7 +85,7 @@ func testShutdown(t *testing.T, maxDeliver int) {
 	// Another worker takes it and submits only the second chunk.
 	api2 := &fakeAPI{}
 	h := startOn(t, bus, Config{ChunkSize: 5}, api2)
-	eventually(t, 10*time.Second, "job finished by the second worker", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "job finished by the second worker", func() bool {
 		return h.w.Stats().JobsDone.Load() == 1
 	})
 	reqs := api2.requests()
@@ -102,7 +102,7 @@ func TestConsumerRecreatedAfterLoss(t *testing.T) {
 	h := start(t, Config{}, api)
 	publish(t, h.bus, queue.JobSubject(testAccount),
 		model.Job{JobID: "job-before", AccountName: testAccount, Devices: devices(12, 1)})
-	eventually(t, 10*time.Second, "first job", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
+	queuetest.Eventually(t, 10*time.Second, "first job", func() bool { return h.w.Stats().JobsDone.Load() == 1 })
 
 	ctx := context.Background()
 	if err := h.bus.JS.DeleteConsumer(ctx, queue.StreamJobs, DefaultConsumer); err != nil {
@@ -110,7 +110,7 @@ func TestConsumerRecreatedAfterLoss(t *testing.T) {
 	}
 	publish(t, h.bus, queue.JobSubject(testAccount),
 		model.Job{JobID: "job-after", AccountName: testAccount, Devices: devices(13, 1)})
-	eventually(t, 20*time.Second, "job after the consumer was lost", func() bool {
+	queuetest.Eventually(t, 20*time.Second, "job after the consumer was lost", func() bool {
 		return h.w.Stats().JobsDone.Load() == 2
 	})
 }
@@ -138,7 +138,7 @@ func TestStopEndsFetchAtOnce(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	eventually(t, 10*time.Second, "a pull waiting on the server", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "a pull waiting on the server", func() bool {
 		c, err := bus.JS.Consumer(ctx, queue.StreamJobs, DefaultConsumer)
 		if err != nil {
 			return false

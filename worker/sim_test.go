@@ -9,6 +9,7 @@ import (
 	"github.com/tsfallback/tsfallback/config"
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/queue"
+	"github.com/tsfallback/tsfallback/queue/queuetest"
 	"github.com/tsfallback/tsfallback/thingspace"
 	"github.com/tsfallback/tsfallback/thingspace/sim"
 )
@@ -45,7 +46,7 @@ func TestThousandDevicesAgainstSimulator(t *testing.T) {
 	job := model.Job{JobID: "job-sim-1000", AccountName: testAccount, Devices: devices(9, 1000)}
 	publish(t, h.bus, queue.JobSubject(testAccount), job)
 
-	eventually(t, 30*time.Second, "job acknowledged", func() bool {
+	queuetest.Eventually(t, 30*time.Second, "job acknowledged", func() bool {
 		return h.w.Stats().JobsDone.Load() == 1
 	})
 	if st := s.Stats(); st.RequestsAccepted != 10 || st.DevicesSubmitted != 1000 || st.DevicesResubmitted != 0 {
@@ -53,8 +54,8 @@ func TestThousandDevicesAgainstSimulator(t *testing.T) {
 			st.RequestsAccepted, st.DevicesSubmitted, st.DevicesResubmitted)
 	}
 	var submitted []model.Event
-	eventually(t, 5*time.Second, "request.submitted events", func() bool {
-		submitted = ofType(events(t, h.bus), model.EventRequestSubmitted)
+	queuetest.Eventually(t, 5*time.Second, "request.submitted events", func() bool {
+		submitted = queuetest.OfType(queuetest.Events(t, h.bus), model.EventRequestSubmitted)
 		return len(submitted) == 10
 	})
 	seen := map[string]bool{}
@@ -86,7 +87,7 @@ func TestSimulatorRateLimitIsHonoured(t *testing.T) {
 	h := start(t, Config{ChunkSize: 10}, client)
 	job := model.Job{JobID: "job-sim-429", AccountName: testAccount, Devices: devices(10, 60)}
 	publish(t, h.bus, queue.JobSubject(testAccount), job)
-	eventually(t, 30*time.Second, "job acknowledged", func() bool {
+	queuetest.Eventually(t, 30*time.Second, "job acknowledged", func() bool {
 		return h.w.Stats().JobsDone.Load() == 1
 	})
 	st := s.Stats()
@@ -97,7 +98,7 @@ func TestSimulatorRateLimitIsHonoured(t *testing.T) {
 	if st.RateLimited == 0 || h.w.Stats().RateLimited.Load() != st.RateLimited {
 		t.Logf("429s: simulator %d, worker %d", st.RateLimited, h.w.Stats().RateLimited.Load())
 	}
-	if n := len(ofType(events(t, h.bus), model.EventDeviceFailed)); n != 0 {
+	if n := len(queuetest.OfType(queuetest.Events(t, h.bus), model.EventDeviceFailed)); n != 0 {
 		t.Fatalf("%d devices failed under rate limiting", n)
 	}
 }

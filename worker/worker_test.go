@@ -9,6 +9,7 @@ import (
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/queue"
+	"github.com/tsfallback/tsfallback/queue/queuetest"
 	"github.com/tsfallback/tsfallback/thingspace"
 )
 
@@ -18,7 +19,7 @@ func TestChunksRecordsAndEvents(t *testing.T) {
 	job := model.Job{JobID: "job-chunks", AccountName: testAccount, Devices: devices(1, 250)}
 	publish(t, h.bus, queue.JobSubject(testAccount), job)
 
-	eventually(t, 10*time.Second, "job acknowledged", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "job acknowledged", func() bool {
 		return h.w.Stats().JobsDone.Load() == 1
 	})
 	reqs := api.requests()
@@ -42,14 +43,14 @@ func TestChunksRecordsAndEvents(t *testing.T) {
 		t.Fatalf("%d job messages left in the stream", n)
 	}
 	var es []model.Event
-	eventually(t, 5*time.Second, "events", func() bool {
-		es = events(t, h.bus)
-		return len(ofType(es, model.EventRequestSubmitted)) == 3
+	queuetest.Eventually(t, 5*time.Second, "events", func() bool {
+		es = queuetest.Events(t, h.bus)
+		return len(queuetest.OfType(es, model.EventRequestSubmitted)) == 3
 	})
-	if len(ofType(es, model.EventJobAccepted)) != 1 {
+	if len(queuetest.OfType(es, model.EventJobAccepted)) != 1 {
 		t.Fatalf("events: %+v", es)
 	}
-	for _, e := range ofType(es, model.EventRequestSubmitted) {
+	for _, e := range queuetest.OfType(es, model.EventRequestSubmitted) {
 		if e.JobID != job.JobID || e.RequestID == "" || len(e.Devices) == 0 || e.PossibleDuplicate {
 			t.Fatalf("request.submitted: %+v", e)
 		}
@@ -78,7 +79,7 @@ func TestRedeliverySkipsJournaledChunks(t *testing.T) {
 	h := start(t, Config{ChunkSize: 10}, api)
 	publish(t, h.bus, queue.JobSubject(testAccount), job)
 
-	eventually(t, 10*time.Second, "job acknowledged", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "job acknowledged", func() bool {
 		return h.w.Stats().JobsDone.Load() == 1
 	})
 	perChunk := map[string]int{}
@@ -94,11 +95,11 @@ func TestRedeliverySkipsJournaledChunks(t *testing.T) {
 	if h.w.Stats().ChunksSkip.Load() != 1 || h.w.Stats().JobsRetried.Load() != 1 {
 		t.Fatalf("skipped %d, retried %d", h.w.Stats().ChunksSkip.Load(), h.w.Stats().JobsRetried.Load())
 	}
-	eventually(t, 5*time.Second, "events", func() bool {
-		return len(ofType(events(t, h.bus), model.EventRequestSubmitted)) == 3
+	queuetest.Eventually(t, 5*time.Second, "events", func() bool {
+		return len(queuetest.OfType(queuetest.Events(t, h.bus), model.EventRequestSubmitted)) == 3
 	})
 	// The republished event of the skipped chunk is a duplicate.
-	if n := len(ofType(events(t, h.bus), model.EventJobAccepted)); n != 1 {
+	if n := len(queuetest.OfType(queuetest.Events(t, h.bus), model.EventJobAccepted)); n != 1 {
 		t.Fatalf("%d job.accepted events, want 1", n)
 	}
 }
@@ -116,7 +117,7 @@ func TestRateLimitPausesAndRetries(t *testing.T) {
 	before := time.Now()
 	publish(t, h.bus, queue.JobSubject(testAccount),
 		model.Job{JobID: "job-429", AccountName: testAccount, Devices: devices(3, 5)})
-	eventually(t, 10*time.Second, "job acknowledged", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "job acknowledged", func() bool {
 		return h.w.Stats().JobsDone.Load() == 1
 	})
 	if n := len(api.requests()); n != 2 {
@@ -151,15 +152,15 @@ func TestPermanentFailureFailsDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish(t, h.bus, queue.JobSubject(testAccount), job)
-	eventually(t, 10*time.Second, "job acknowledged", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "job acknowledged", func() bool {
 		return h.w.Stats().JobsDone.Load() == 1
 	})
 	if n := len(api.requests()); n != 2 {
 		t.Fatalf("%d requests, want 2 (a permanent refusal is not retried)", n)
 	}
 	var failed []model.Event
-	eventually(t, 5*time.Second, "device.failed events", func() bool {
-		failed = ofType(events(t, h.bus), model.EventDeviceFailed)
+	queuetest.Eventually(t, 5*time.Second, "device.failed events", func() bool {
+		failed = queuetest.OfType(queuetest.Events(t, h.bus), model.EventDeviceFailed)
 		return len(failed) == 5
 	})
 	for _, e := range failed {
@@ -188,18 +189,18 @@ func TestInvalidJobsAreRejected(t *testing.T) {
 	publish(t, h.bus, queue.JobSubject(other),
 		model.Job{JobID: "job-wrong-subject", AccountName: testAccount, Devices: devices(6, 1)})
 
-	eventually(t, 10*time.Second, "three rejections", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "three rejections", func() bool {
 		return h.w.Stats().JobsRejected.Load() == 3
 	})
 	if n := len(api.requests()); n != 0 {
 		t.Fatalf("%d requests sent for invalid jobs", n)
 	}
-	eventually(t, 5*time.Second, "rejected jobs terminated", func() bool {
+	queuetest.Eventually(t, 5*time.Second, "rejected jobs terminated", func() bool {
 		return jobsLeft(t, h.bus) == 0
 	})
 	rejected := map[string]model.Event{}
-	eventually(t, 5*time.Second, "job.rejected events", func() bool {
-		for _, e := range ofType(events(t, h.bus), model.EventJobRejected) {
+	queuetest.Eventually(t, 5*time.Second, "job.rejected events", func() bool {
+		for _, e := range queuetest.OfType(queuetest.Events(t, h.bus), model.EventJobRejected) {
 			rejected[e.JobID] = e
 		}
 		return len(rejected) == 3
@@ -217,7 +218,7 @@ func TestInvalidJobsAreRejected(t *testing.T) {
 			t.Fatalf("undecodable job's event: %+v", e)
 		}
 	}
-	dead := streamMsgs(t, h.bus, queue.StreamDead)
+	dead := queuetest.Msgs(t, h.bus, queue.StreamDead)
 	if len(dead) != 3 {
 		t.Fatalf("%d dead letters, want 3", len(dead))
 	}
@@ -240,13 +241,13 @@ func TestJobIDFromSequenceIsStable(t *testing.T) {
 	h := start(t, Config{}, api)
 	publish(t, h.bus, queue.JobSubject(testAccount),
 		model.Job{AccountName: testAccount, Devices: devices(7, 2)})
-	eventually(t, 10*time.Second, "job acknowledged", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "job acknowledged", func() bool {
 		return h.w.Stats().JobsDone.Load() == 1
 	})
 	var accepted []model.Event
-	eventually(t, 5*time.Second, "events", func() bool {
-		accepted = ofType(events(t, h.bus), model.EventJobAccepted)
-		return len(ofType(events(t, h.bus), model.EventRequestSubmitted)) == 1
+	queuetest.Eventually(t, 5*time.Second, "events", func() bool {
+		accepted = queuetest.OfType(queuetest.Events(t, h.bus), model.EventJobAccepted)
+		return len(queuetest.OfType(queuetest.Events(t, h.bus), model.EventRequestSubmitted)) == 1
 	})
 	// Two deliveries, one job id: job.accepted was deduplicated.
 	if len(accepted) != 1 || !strings.HasPrefix(accepted[0].JobID, "seq-1-") {
@@ -269,26 +270,26 @@ func TestGivesUpAfterLastDelivery(t *testing.T) {
 	}
 	h := start(t, Config{ChunkSize: 5, MaxDeliver: 2}, api)
 	publish(t, h.bus, queue.JobSubject(testAccount), job)
-	eventually(t, 10*time.Second, "job given up", func() bool {
+	queuetest.Eventually(t, 10*time.Second, "job given up", func() bool {
 		return h.w.Stats().JobsFailed.Load() == 1
 	})
-	eventually(t, 5*time.Second, "job terminated", func() bool {
+	queuetest.Eventually(t, 5*time.Second, "job terminated", func() bool {
 		return jobsLeft(t, h.bus) == 0
 	})
 	var es []model.Event
-	eventually(t, 5*time.Second, "events", func() bool {
-		es = events(t, h.bus)
-		return len(ofType(es, model.EventJobFailed)) == 1
+	queuetest.Eventually(t, 5*time.Second, "events", func() bool {
+		es = queuetest.Events(t, h.bus)
+		return len(queuetest.OfType(es, model.EventJobFailed)) == 1
 	})
 	// Chunk 0 was submitted: its devices wait for callbacks. Chunks 1
 	// and 2 (7 devices) failed.
-	if n := len(ofType(es, model.EventDeviceFailed)); n != 7 {
+	if n := len(queuetest.OfType(es, model.EventDeviceFailed)); n != 7 {
 		t.Fatalf("%d device.failed events, want 7", n)
 	}
-	if f := ofType(es, model.EventJobFailed)[0].Fault; f == nil || f.Code != FaultGaveUp {
+	if f := queuetest.OfType(es, model.EventJobFailed)[0].Fault; f == nil || f.Code != FaultGaveUp {
 		t.Fatalf("job.failed fault %+v", f)
 	}
-	if n := len(streamMsgs(t, h.bus, queue.StreamDead)); n != 1 {
+	if n := len(queuetest.Msgs(t, h.bus, queue.StreamDead)); n != 1 {
 		t.Fatalf("%d dead letters", n)
 	}
 	st, err := h.tr.Get(context.Background(), job.JobID)
