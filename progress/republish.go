@@ -31,9 +31,14 @@ func (t *Tracker) mustLookBeforeRepublish(ctx context.Context, created time.Time
 	if t.window == 0 {
 		// Read until it succeeds: a failure during a failover must not
 		// make every later redo look, for the life of the process.
-		if st, err := t.bus.JS.Stream(ctx, queue.StreamResults); err == nil {
+		// Bounded: the lock is held, and a stream info request lost in
+		// a failover would otherwise hold every caller for the whole of
+		// ctx.
+		sctx, cancel := context.WithTimeout(ctx, republishScanTimeout)
+		if st, err := t.bus.JS.Stream(sctx, queue.StreamResults); err == nil {
 			t.window = st.CachedInfo().Config.Duplicates
 		}
+		cancel()
 	}
 	window := t.window
 	t.windowMu.Unlock()
@@ -51,11 +56,20 @@ func (t *Tracker) published(ctx context.Context, e *model.Event, since time.Time
 	start := since.Add(-clockSlack)
 	ctx, cancel := context.WithTimeout(ctx, republishScanTimeout)
 	defer cancel()
-	cons, err := t.bus.JS.OrderedConsumer(ctx, queue.StreamResults, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{queue.ResultSubject(e.AccountName, e.JobID)},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &start,
-		HeadersOnly:    true,
+	// A plain ephemeral consumer, not an ordered one: nats.go's ordered
+	// consumer re-creates its server consumer on every fetch, with its
+	// own background contexts and without end, so after a node's loss
+	// (the R1 consumer placed on the dead node) a look could hang for as
+	// long as the cluster takes to notice, ignoring ctx. This one is
+	// created within ctx, and a no-wait fetch ends within a second.
+	cons, err := t.bus.JS.CreateConsumer(ctx, queue.StreamResults, jetstream.ConsumerConfig{
+		FilterSubject: queue.ResultSubject(e.AccountName, e.JobID),
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+		OptStartTime:  &start,
+		AckPolicy:     jetstream.AckNonePolicy,
+		HeadersOnly:   true,
+		Replicas:      1,
+		MemoryStorage: true,
 		// Used once: let the server drop it soon after.
 		InactiveThreshold: 10 * time.Second,
 	})
@@ -64,6 +78,9 @@ func (t *Tracker) published(ctx context.Context, e *model.Event, since time.Time
 	}
 	id := e.MsgID()
 	for {
+		if err := ctx.Err(); err != nil {
+			return false, fmt.Errorf("looking for event %s: %w", id, err)
+		}
 		batch, err := cons.FetchNoWait(republishScanBatch)
 		if err != nil {
 			return false, fmt.Errorf("looking for event %s: %w", id, err)

@@ -24,6 +24,8 @@ const (
 	fetchBatch      = 256
 	flushTimeout    = 5 * time.Second
 	maxResets       = 10
+	maxEmptyTries   = 20
+	emptyRetryWait  = 10 * time.Millisecond
 )
 
 // Options select the events to read.
@@ -107,6 +109,7 @@ func Read(ctx context.Context, js jetstream.JetStream, o Options, fn Handler) er
 	if !o.Follow && nothingPending(cons) {
 		return nil
 	}
+	emptyTries := 0
 	for {
 		// The fetch ends at the idle wait or as soon as ctx ends, so that
 		// an interrupted --follow stops at once.
@@ -126,7 +129,7 @@ func Read(ctx context.Context, js jetstream.JetStream, o Options, fn Handler) er
 			}
 			return fmt.Errorf("fetching events: %w", err)
 		}
-		_, pending, err := deliver(batch, o, fn)
+		n, pending, err := deliver(batch, o, fn)
 		cancel()
 		if ctx.Err() != nil {
 			return nil
@@ -135,7 +138,17 @@ func Read(ctx context.Context, js jetstream.JetStream, o Options, fn Handler) er
 			return err
 		}
 		// Without Follow the read ends with the last stored event rather
-		// than after one more idle wait.
+		// than after one more idle wait. A no-wait fetch can come back
+		// empty while the server still counts events for the consumer
+		// (seen with a durable resumed just after a publish); the count
+		// decides, a few times over, before the read ends.
+		if !o.Follow && n == 0 && emptyTries < maxEmptyTries {
+			if info, err := cons.Info(ctx); err == nil && info.NumPending > 0 {
+				emptyTries++
+				time.Sleep(emptyRetryWait)
+				continue
+			}
+		}
 		if !o.Follow && pending == 0 {
 			return nil
 		}
