@@ -34,10 +34,12 @@ const maxFailover429 = 3
 
 func TestCluster(t *testing.T) {
 	// Limitation: in about one run in ten on a loaded 2-core machine, a
-	// worker stops short of its job's last chunks after the failover and
-	// the job is not done within the deadline (the devices are not lost:
-	// the job stays in the stream). Until that is understood the test
-	// runs on request, so that it cannot fail CI by chance.
+	// worker stopped short of its job's last chunks after the failover and
+	// the job missed the deadline (the devices were not lost: the job
+	// stayed held). One cause, a republish look hanging on an ordered
+	// consumer placed on the dead node, is fixed (progress/republish.go),
+	// and 10 runs since passed; until more runs show no other cause, the
+	// test runs on request, so that it cannot fail CI by chance.
 	if os.Getenv("TSFB_E2E_CLUSTER") == "" {
 		t.Skip("set TSFB_E2E_CLUSTER=1 to run the three-node cluster test")
 	}
