@@ -137,6 +137,11 @@ func (w *Worker) requeue(d *delivery) bool {
 	for try := 1; ; try++ {
 		err := d.msg.TermWithReason("requeued as " + copyID)
 		if err == nil {
+			// Term is not answered; a flush makes sure the server has it
+			// before this process, which is stopping, goes away.
+			err = w.bus.NC.FlushTimeout(requeueTimeout)
+		}
+		if err == nil {
 			break
 		}
 		if try == 3 || ctx.Err() != nil {
