@@ -123,9 +123,15 @@ func Read(ctx context.Context, js jetstream.JetStream, o Options, fn Handler) er
 			batch, err = cons.FetchNoWait(fetchBatch)
 		}
 		if err != nil {
+			expired := fctx.Err() != nil
 			cancel()
 			if ctx.Err() != nil {
 				return nil
+			}
+			if expired {
+				// The idle wait ran out before the fetch was even sent
+				// (a loaded machine): an empty fetch, not an error.
+				continue
 			}
 			return fmt.Errorf("fetching events: %w", err)
 		}
