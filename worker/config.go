@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/tsfallback/tsfallback/config"
+	"github.com/tsfallback/tsfallback/model"
 )
 
 // Defaults of Config.
 const (
 	DefaultConcurrency     = 8
 	DefaultChunkSize       = 100
-	DefaultMaxJobDevices   = 1000
+	DefaultMaxJobDevices   = model.DefaultMaxJobDevices
 	DefaultConsumer        = "fallback-workers"
 	DefaultMaxDeliver      = 10
 	DefaultAckWait         = 30 * time.Second
