@@ -311,27 +311,5 @@ func (c *cluster) readAllDurable(name string) outcome {
 // checkExactlyOnceDurable is checkExactlyOnce over readAllDurable.
 func (c *cluster) checkExactlyOnceDurable(jobs []model.Job) outcome {
 	c.t.Helper()
-	o := c.readAllDurable("e2e-check")
-	missing, dup := 0, 0
-	for _, j := range jobs {
-		if n := o.completed[j.JobID]; n != 1 {
-			c.t.Errorf("job %s: %d job.completed events, want 1", j.JobID, n)
-		}
-		for _, d := range j.Devices {
-			switch n := o.final[j.JobID+"/"+d.Key()]; {
-			case n == 0:
-				missing++
-			case n > 1:
-				dup++
-			}
-		}
-	}
-	if missing > 0 || dup > 0 {
-		c.t.Errorf("%d devices without a final event, %d with more than one", missing, dup)
-	}
-	if n := o.types[model.EventDeviceUnmatched]; n > 0 {
-		c.t.Errorf("%d device.unmatched events", n)
-	}
-	c.t.Logf("events by type: %v", o.types)
-	return o
+	return c.checkOutcome(jobs, c.readAllDurable("e2e-check"))
 }

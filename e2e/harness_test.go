@@ -728,7 +728,12 @@ func (c *cluster) readAll() outcome {
 // final event and every job exactly one job.completed.
 func (c *cluster) checkExactlyOnce(jobs []model.Job) outcome {
 	c.t.Helper()
-	o := c.readAll()
+	return c.checkOutcome(jobs, c.readAll())
+}
+
+// checkOutcome holds the events read, o, to the exactly-once claim.
+func (c *cluster) checkOutcome(jobs []model.Job, o outcome) outcome {
+	c.t.Helper()
 	missing, dup := 0, 0
 	for _, j := range jobs {
 		if n := o.completed[j.JobID]; n != 1 {
