@@ -18,6 +18,10 @@ type Config struct {
 	// AckTimeout is how long one job's ack may take before the import
 	// stops. Default 30s.
 	AckTimeout time.Duration `env:"TSFB_IMPORT_ACK_TIMEOUT, default=30s"`
+	// DedupMemoryMB bounds the memory of the check for devices repeated
+	// within a run, in MiB; beyond it the check spills to a temporary
+	// file in TMPDIR. Default 32.
+	DedupMemoryMB int `env:"TSFB_IMPORT_DEDUP_MEMORY_MB, default=32"`
 }
 
 // Defaulted returns a copy with zero values replaced by the defaults, for
@@ -29,6 +33,9 @@ func (c Config) Defaulted() Config {
 	if c.AckTimeout == 0 {
 		c.AckTimeout = DefaultAckTimeout
 	}
+	if c.DedupMemoryMB == 0 {
+		c.DedupMemoryMB = DefaultDedupMemoryMB
+	}
 	return c
 }
 
@@ -39,6 +46,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("TSFB_IMPORT_MAX_PENDING: %d, want 1 to 4096", c.MaxPending)
 	case c.AckTimeout <= 0:
 		return fmt.Errorf("TSFB_IMPORT_ACK_TIMEOUT: %s, want a positive duration", c.AckTimeout)
+	case c.DedupMemoryMB < 1 || c.DedupMemoryMB > 1<<20:
+		return fmt.Errorf("TSFB_IMPORT_DEDUP_MEMORY_MB: %d, want 1 to %d", c.DedupMemoryMB, 1<<20)
 	}
 	return nil
 }

@@ -1,49 +1,84 @@
 package importer
 
 import (
+	"encoding/binary"
+	"fmt"
 	"hash/maphash"
+	"os"
 	"sort"
 
 	"github.com/tsfallback/tsfallback/model"
 )
 
-// seenSet remembers every identifier accepted in a run, to drop repeats.
+// seenSet remembers every identifier accepted in a run, to drop repeats,
+// in memory that stays flat whatever the run's size.
 //
 // It is an open-addressing hash set of 64-bit hashes, split into segments
 // of segSlots slots that each split in two when they fill up (extendible
 // hashing), so that growing never holds an old and a new copy of the whole
-// table at once. A slot is 12 bytes (the hash and the device's ordinal),
-// and segments run between 3/8 and 3/4 full: 16 to 32 bytes an identifier,
-// about 50 to 100 MB for a million devices with three identifiers each
-// (a run's identifiers fill the segments evenly, so where a count falls
-// between two rounds of splits decides). Each accepted device adds 4 bytes
-// for the line of its first sighting.
+// table at once. A slot is 12 bytes (the hash and where the identifier was
+// first seen), and segments run between 3/8 and 3/4 full: 16 to 32 bytes an
+// identifier.
 //
-// The segments live outside the Go heap where the platform allows (see
-// alloc_unix.go): the garbage collector lets the heap grow to about twice
-// what is live, and a table that is most of the live memory would double
-// the import's peak for nothing, as it holds no pointers.
+// At most maxResident segments are held in memory; the others are spilled
+// to an unlinked temporary file and read and written a few slots at a
+// time, through the page cache. A run whose identifiers fit the memory
+// budget never touches the disk; a larger one costs about as much disk as
+// it would have cost memory, and a few system calls for each identifier
+// that falls in a spilled segment (segments fill evenly, so that is the
+// share of the set beyond the budget).
+//
+// Resident segments live outside the Go heap where the platform allows
+// (see alloc_unix.go): the garbage collector lets the heap grow to about
+// twice what is live, and a table that is most of the live memory would
+// double the import's peak for nothing, as it holds no pointers.
 //
 // Two different identifiers collide with a chance of about n²/2^65 for n
 // identifiers (below one in a million at ten million): the later one would
 // be reported as a duplicate and not published, so a collision is visible
 // in the report, not silent.
 //
-// Limitation: repeats across runs are not detected, and a run holds at
-// most 2^31 devices.
+// Limitation: repeats across runs are not detected, and past 2^31 lines in
+// one run (all files together) repeats are no longer detected either.
 type seenSet struct {
 	seeds [3]maphash.Seed // per identifier kind
 	dir   []*segment      // indexed by the top depth bits of a hash
 	depth uint
 
-	lines  []uint32    // line of each accepted device, by ordinal
-	starts []fileStart // where each file's ordinals begin
+	maxResident int    // segments held in memory at most
+	resident    int    // segments held in memory now
+	spillDir    string // where the spill file goes; "" is os.TempDir
+	spill       *os.File
+	spillEnd    int64  // bytes of the spill file in use
+	window      []byte // scratch for reading slots of a spilled segment
+	whole       []byte // scratch for a whole spilled segment
+	wholeKeys   []uint64
+	wholeVals   []uint32
+
+	// recent are the empty slots that the last lookups found, so that
+	// adding the identifiers they did not find does not probe again.
+	recent  [4]probe
+	nrecent int
+
+	starts []fileStart // where each file's positions begin
+	next   uint32      // the position after the last one added
 	n      int         // identifiers held
 }
 
+// probe is where a lookup of h found the empty slot i of g, valid while
+// g is unchanged (its version).
+type probe struct {
+	h   uint64
+	g   *segment
+	i   int
+	ver uint64
+}
+
+// fileStart maps positions to the lines of one file: position = base+line.
 type fileStart struct {
-	ord  uint32
-	file int
+	first uint32 // the file's first position in the set
+	base  uint32
+	file  int
 }
 
 const (
@@ -52,31 +87,52 @@ const (
 	// segMax is the count at which a segment splits: linear probing
 	// stays short up to three quarters full.
 	segMax = segSlots * 3 / 4
+	// slotBytes is one slot in the spill file: the hash, then the value,
+	// little-endian.
+	slotBytes = 12
+	segBytes  = segSlots * slotBytes
+	// windowSlots are read at once from a spilled segment: a probe
+	// sequence is seldom longer.
+	windowSlots = 32
 	// reportedBit, in a slot's value, marks an identifier whose first
-	// repeat was already reported.
+	// repeat was already reported; the other bits are its position.
 	reportedBit = 1 << 31
+
+	// DefaultDedupMemoryMB is the default memory budget of the
+	// duplicate check, in MiB.
+	DefaultDedupMemoryMB = 32
 )
 
-// segment is one open-addressing table; a key of 0 is an empty slot.
+// segment is one open-addressing table; a key of 0 is an empty slot. It
+// is resident (keys and vals in memory) or spilled (at off in the spill
+// file).
 type segment struct {
 	depth uint // how many top hash bits all its keys share
 	n     int
 	keys  []uint64
-	vals  []uint32 // device ordinal | reportedBit
+	vals  []uint32 // position | reportedBit
 	free  func()
+	off   int64
+	ver   uint64 // counts writes, so that a probe knows it is still valid
 }
 
-func newSeenSet() *seenSet {
-	s := &seenSet{}
+func (g *segment) spilled() bool { return g.keys == nil }
+
+// newSeenSet returns a set that holds at most memoryMB MiB of segments in
+// memory (at least two) and spills the rest to a file in dir ("" for the
+// system's temporary directory).
+func newSeenSet(memoryMB int, dir string) *seenSet {
+	s := &seenSet{maxResident: max(2, memoryMB<<20/segBytes), spillDir: dir}
 	for i := range s.seeds {
 		s.seeds[i] = maphash.MakeSeed()
 	}
-	s.dir = []*segment{newSegment(0)}
+	s.dir = []*segment{s.newResident(0)}
 	return s
 }
 
-func newSegment(depth uint) *segment {
+func (s *seenSet) newResident(depth uint) *segment {
 	keys, vals, free := allocSlots(segSlots)
+	s.resident++
 	return &segment{depth: depth, keys: keys, vals: vals, free: free}
 }
 
@@ -97,72 +153,174 @@ func (s *seenSet) hash(kind, id string) uint64 {
 
 func (s *seenSet) segment(h uint64) *segment { return s.dir[h>>(64-s.depth)] }
 
-// find returns the slot of h in g, or of the empty slot where it belongs.
-func (g *segment) find(h uint64) (int, bool) {
-	for i := int(h & (segSlots - 1)); ; i = (i + 1) & (segSlots - 1) {
-		switch g.keys[i] {
-		case h:
-			return i, true
-		case 0:
-			return i, false
+// find returns the slot of h in g and its value, or the empty slot where
+// h belongs.
+func (s *seenSet) find(g *segment, h uint64) (int, uint32, bool, error) {
+	if !g.spilled() {
+		for i := int(h & (segSlots - 1)); ; i = (i + 1) & (segSlots - 1) {
+			switch g.keys[i] {
+			case h:
+				return i, g.vals[i], true, nil
+			case 0:
+				return i, 0, false, nil
+			}
 		}
 	}
+	if s.window == nil {
+		s.window = make([]byte, windowSlots*slotBytes)
+	}
+	for i := int(h & (segSlots - 1)); ; {
+		// A window ends at the segment's end; the probe wraps to 0.
+		n := min(windowSlots, segSlots-i)
+		b := s.window[:n*slotBytes]
+		if _, err := s.spill.ReadAt(b, g.off+int64(i)*slotBytes); err != nil {
+			return 0, 0, false, s.spillErr("reading", err)
+		}
+		for j := range n {
+			switch binary.LittleEndian.Uint64(b[j*slotBytes:]) {
+			case h:
+				return i + j, binary.LittleEndian.Uint32(b[j*slotBytes+8:]), true, nil
+			case 0:
+				return i + j, 0, false, nil
+			}
+		}
+		i = (i + n) & (segSlots - 1)
+	}
+}
+
+// set writes slot i of g.
+func (s *seenSet) set(g *segment, i int, h uint64, v uint32) error {
+	g.ver++
+	if !g.spilled() {
+		g.keys[i], g.vals[i] = h, v
+		return nil
+	}
+	var b [slotBytes]byte
+	binary.LittleEndian.PutUint64(b[:], h)
+	binary.LittleEndian.PutUint32(b[8:], v)
+	if _, err := s.spill.WriteAt(b[:], g.off+int64(i)*slotBytes); err != nil {
+		return s.spillErr("writing", err)
+	}
+	return nil
+}
+
+func (s *seenSet) spillErr(op string, err error) error {
+	return fmt.Errorf("duplicate check: %s its spill file in %s (set TMPDIR to a "+
+		"directory with more room, or raise TSFB_IMPORT_DEDUP_MEMORY_MB): %w",
+		op, s.dirName(), err)
+}
+
+func (s *seenSet) dirName() string {
+	if s.spillDir != "" {
+		return s.spillDir
+	}
+	return os.TempDir()
 }
 
 // lookup returns where the identifier was first accepted, and whether this
 // is the first repeat (so the caller reports it once).
-func (s *seenSet) lookup(kind, id string) (file, line int, seen, first bool) {
+func (s *seenSet) lookup(kind, id string) (file, line int, seen, first bool, err error) {
 	h := s.hash(kind, id)
 	g := s.segment(h)
-	i, ok := g.find(h)
-	if !ok {
-		return 0, 0, false, false
+	i, v, ok, err := s.find(g, h)
+	if err != nil {
+		return 0, 0, false, false, err
 	}
-	v := g.vals[i]
+	if !ok {
+		s.recent[s.nrecent%len(s.recent)] = probe{h: h, g: g, i: i, ver: g.ver}
+		s.nrecent++
+		return 0, 0, false, false, nil
+	}
 	first = v&reportedBit == 0
-	g.vals[i] = v | reportedBit
-	ord := v &^ reportedBit
-	return s.fileOf(ord), int(s.lines[ord]), true, first
+	if first {
+		if err := s.set(g, i, h, v|reportedBit); err != nil {
+			return 0, 0, false, false, err
+		}
+	}
+	file, line = s.where(v &^ reportedBit)
+	return file, line, true, first, nil
 }
 
 // add records the identifiers of one accepted device, first seen at line
-// of file (files are added in order).
-func (s *seenSet) add(ids []model.DeviceID, file, line int) {
-	ord := uint32(len(s.lines))
-	if ord >= reportedBit {
-		// Limitation: past 2^31 devices repeats are no longer detected.
-		return
-	}
+// of file (files are added in order, lines in increasing order).
+func (s *seenSet) add(ids []model.DeviceID, file, line int) error {
 	if n := len(s.starts); n == 0 || s.starts[n-1].file != file {
-		s.starts = append(s.starts, fileStart{ord: ord, file: file})
+		// The next position is the file's first; earlier lines of the
+		// file map below it and are never added.
+		base := int64(s.next) - int64(line)
+		if base < 0 {
+			base = 0
+		}
+		s.starts = append(s.starts, fileStart{first: uint32(base + int64(line)),
+			base: uint32(base), file: file})
 	}
-	s.lines = append(s.lines, uint32(line))
+	st := s.starts[len(s.starts)-1]
+	pos := int64(st.base) + int64(line)
+	if pos >= reportedBit {
+		// Limitation: past 2^31 lines repeats are no longer detected.
+		return nil
+	}
+	s.next = uint32(pos) + 1
 	for _, id := range ids {
-		s.insert(s.hash(id.Kind, id.ID), ord)
+		if err := s.insert(s.hash(id.Kind, id.ID), uint32(pos)); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
-func (s *seenSet) insert(h uint64, ord uint32) {
+func (s *seenSet) insert(h uint64, pos uint32) error {
 	for {
 		g := s.segment(h)
 		if g.n >= segMax {
-			s.split(g)
+			if err := s.split(g); err != nil {
+				return err
+			}
 			continue
 		}
-		i, ok := g.find(h)
-		if ok {
-			return // the same identifier twice in one row
+		i, ok := s.recentSlot(g, h)
+		if !ok {
+			var found bool
+			var err error
+			i, _, found, err = s.find(g, h)
+			if err != nil || found {
+				return err // found: the same identifier twice in one row
+			}
 		}
-		g.keys[i], g.vals[i] = h, ord
+		if err := s.set(g, i, h, pos); err != nil {
+			return err
+		}
 		g.n++
 		s.n++
-		return
+		return nil
 	}
+}
+
+// recentSlot returns the empty slot of g where a recent lookup found that
+// h belongs, when g has not changed since.
+func (s *seenSet) recentSlot(g *segment, h uint64) (int, bool) {
+	for _, p := range s.recent {
+		if p.h == h && p.g == g && p.ver == g.ver {
+			return p.i, true
+		}
+	}
+	return 0, false
 }
 
 // split replaces g by two segments that tell its keys apart by one more
 // top bit, doubling the directory first when g already uses all its bits.
-func (s *seenSet) split(g *segment) {
+// The halves stay in memory while the budget allows and are spilled
+// otherwise.
+func (s *seenSet) split(g *segment) error {
+	keys, vals := g.keys, g.vals
+	if g.spilled() {
+		var err error
+		if keys, vals, err = s.readWhole(g); err != nil {
+			return err
+		}
+	} else {
+		defer func() { g.free(); s.resident-- }()
+	}
 	if g.depth == s.depth {
 		dir := make([]*segment, 2*len(s.dir))
 		for i := range dir {
@@ -171,15 +329,33 @@ func (s *seenSet) split(g *segment) {
 		s.dir = dir
 		s.depth++
 	}
-	halves := [2]*segment{newSegment(g.depth + 1), newSegment(g.depth + 1)}
-	for i, h := range g.keys {
+	halves := [2]*segment{s.newResident(g.depth + 1), s.newResident(g.depth + 1)}
+	for i, h := range keys {
 		if h == 0 {
 			continue
 		}
 		dst := halves[h>>(63-g.depth)&1]
-		j, _ := dst.find(h)
-		dst.keys[j], dst.vals[j] = h, g.vals[i]
+		j := int(h & (segSlots - 1))
+		for dst.keys[j] != 0 {
+			j = (j + 1) & (segSlots - 1)
+		}
+		dst.keys[j], dst.vals[j] = h, vals[i]
 		dst.n++
+	}
+	// g's memory is not yet given back, so one more than the budget is
+	// resident here at most, or two while a resident g splits.
+	reuse := int64(-1)
+	if g.spilled() {
+		reuse = g.off
+	}
+	for _, half := range halves {
+		if s.resident-boolInt(!g.spilled()) <= s.maxResident {
+			continue
+		}
+		if err := s.spillOut(half, reuse); err != nil {
+			return err
+		}
+		reuse = -1
 	}
 	// The directory entries of g are consecutive; the bit that tells the
 	// halves apart is the next one below g's depth.
@@ -189,24 +365,96 @@ func (s *seenSet) split(g *segment) {
 			s.dir[i] = halves[i>>shift&1]
 		}
 	}
-	g.free()
+	return nil
 }
 
-func (s *seenSet) fileOf(ord uint32) int {
-	i := sort.Search(len(s.starts), func(i int) bool { return s.starts[i].ord > ord })
-	return s.starts[i-1].file
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// readWhole reads spilled segment g into scratch slices.
+func (s *seenSet) readWhole(g *segment) ([]uint64, []uint32, error) {
+	if s.whole == nil {
+		s.whole = make([]byte, segBytes)
+	}
+	if _, err := s.spill.ReadAt(s.whole, g.off); err != nil {
+		return nil, nil, s.spillErr("reading", err)
+	}
+	if s.wholeKeys == nil {
+		s.wholeKeys, s.wholeVals = make([]uint64, segSlots), make([]uint32, segSlots)
+	}
+	keys, vals := s.wholeKeys, s.wholeVals
+	for i := range keys {
+		keys[i] = binary.LittleEndian.Uint64(s.whole[i*slotBytes:])
+		vals[i] = binary.LittleEndian.Uint32(s.whole[i*slotBytes+8:])
+	}
+	return keys, vals, nil
+}
+
+// spillOut writes resident segment g to the spill file, at off when it is
+// not negative and at the file's end otherwise, and frees its memory.
+func (s *seenSet) spillOut(g *segment, off int64) error {
+	if s.spill == nil {
+		f, err := os.CreateTemp(s.spillDir, "tsfallback-dedup-*")
+		if err != nil {
+			return s.spillErr("creating", err)
+		}
+		// Unlinked at once where the platform allows, so that nothing is
+		// left behind even by a killed import; release removes it
+		// elsewhere.
+		_ = os.Remove(f.Name())
+		s.spill = f
+	}
+	if s.whole == nil {
+		s.whole = make([]byte, segBytes)
+	}
+	for i := range g.keys {
+		binary.LittleEndian.PutUint64(s.whole[i*slotBytes:], g.keys[i])
+		binary.LittleEndian.PutUint32(s.whole[i*slotBytes+8:], g.vals[i])
+	}
+	if off < 0 {
+		off = s.spillEnd
+		s.spillEnd += segBytes
+	}
+	if _, err := s.spill.WriteAt(s.whole, off); err != nil {
+		return s.spillErr("writing", err)
+	}
+	g.free()
+	s.resident--
+	g.keys, g.vals, g.free, g.off = nil, nil, nil, off
+	return nil
+}
+
+// where maps a position back to its file and line.
+func (s *seenSet) where(pos uint32) (file, line int) {
+	i := sort.Search(len(s.starts), func(i int) bool { return s.starts[i].first > pos })
+	st := s.starts[i-1]
+	return st.file, int(pos - st.base)
 }
 
 func (s *seenSet) len() int { return s.n }
 
-// release returns the segments' memory; the set is unusable afterwards.
+// spilledBytes is the size of the spill file.
+func (s *seenSet) spilledBytes() int64 { return s.spillEnd }
+
+// release returns the segments' memory and the spill file; the set is
+// unusable afterwards.
 func (s *seenSet) release() {
 	done := map[*segment]bool{}
 	for _, g := range s.dir {
-		if !done[g] {
+		if !done[g] && !g.spilled() {
 			done[g] = true
 			g.free()
 		}
 	}
 	s.dir = nil
+	if s.spill != nil {
+		name := s.spill.Name()
+		_ = s.spill.Close()
+		_ = os.Remove(name) // already gone where unlinking an open file works
+		s.spill = nil
+	}
 }

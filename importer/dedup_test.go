@@ -1,36 +1,49 @@
 package importer
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tsfallback/tsfallback/model"
 )
 
-// TestSeenSetGrows fills the set through many segment splits and checks
-// that every identifier keeps its first sighting and nothing else is seen.
-func TestSeenSetGrows(t *testing.T) {
-	s := newSeenSet()
-	defer s.release()
-	const devices = 60000 // three identifiers each: about 15 splits
-	id := func(kind string, i int) model.DeviceID {
-		return model.DeviceID{Kind: kind, ID: fmt.Sprintf("%020d", i)}
-	}
+func testID(kind string, i int) model.DeviceID {
+	return model.DeviceID{Kind: kind, ID: fmt.Sprintf("%020d", i)}
+}
+
+var allKinds = []string{model.KindEID, model.KindICCID, model.KindIMEI}
+
+// fillAndCheck adds devices (three identifiers each, the second half in
+// file 3) to s and checks that each keeps its first sighting and that
+// nothing else is seen.
+func fillAndCheck(t *testing.T, s *seenSet, devices int) {
+	t.Helper()
 	for i := range devices {
 		file := 0
 		if i >= devices/2 {
 			file = 3
 		}
-		s.add([]model.DeviceID{id(model.KindEID, i), id(model.KindICCID, i),
-			id(model.KindIMEI, i)}, file, i+2)
+		if err := s.add([]model.DeviceID{testID(model.KindEID, i), testID(model.KindICCID, i),
+			testID(model.KindIMEI, i)}, file, i+2); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if s.len() != 3*devices {
 		t.Fatalf("len %d, want %d", s.len(), 3*devices)
 	}
 	for i := range devices {
-		for _, kind := range []string{model.KindEID, model.KindICCID, model.KindIMEI} {
-			d := id(kind, i)
-			file, line, seen, first := s.lookup(d.Kind, d.ID)
+		for _, kind := range allKinds {
+			d := testID(kind, i)
+			file, line, seen, first, err := s.lookup(d.Kind, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
 			wantFile := 0
 			if i >= devices/2 {
 				wantFile = 3
@@ -42,20 +55,159 @@ func TestSeenSetGrows(t *testing.T) {
 		}
 	}
 	// The second lookup of an identifier is no longer its first repeat.
-	if _, _, seen, first := s.lookup(model.KindEID, id(model.KindEID, 7).ID); !seen || first {
-		t.Errorf("second repeat: seen %v first %v", seen, first)
+	if _, _, seen, first, err := s.lookup(model.KindEID, testID(model.KindEID, 7).ID); err != nil ||
+		!seen || first {
+		t.Errorf("second repeat: seen %v first %v err %v", seen, first, err)
 	}
-	// The same digits under another kind are another identifier.
-	if _, _, seen, _ := s.lookup(model.KindEID, id(model.KindEID, devices).ID); seen {
-		t.Error("an identifier never added is seen")
+	// The same digits under another kind are another identifier, and
+	// one never added is not seen.
+	for _, d := range []model.DeviceID{testID(model.KindEID, devices), {Kind: model.KindIMEI,
+		ID: "12345"}} {
+		if _, _, seen, _, err := s.lookup(d.Kind, d.ID); err != nil || seen {
+			t.Errorf("%v never added: seen %v err %v", d, seen, err)
+		}
 	}
+}
 
+// TestSeenSetGrows fills the set through many segment splits, in memory.
+func TestSeenSetGrows(t *testing.T) {
+	s := newSeenSet(1024, t.TempDir())
+	defer s.release()
+	const devices = 60000 // three identifiers each: about 15 splits
+	fillAndCheck(t, s, devices)
+	if s.spilledBytes() != 0 {
+		t.Errorf("spilled %d bytes within the budget", s.spilledBytes())
+	}
 	segs := map[*segment]bool{}
 	for _, g := range s.dir {
 		segs[g] = true
 	}
-	perID := float64(len(segs)*segSlots*12) / float64(s.len())
+	perID := float64(len(segs)*segBytes) / float64(s.len())
 	if perID > 32 {
 		t.Errorf("%.1f bytes an identifier, want at most 32", perID)
+	}
+}
+
+// TestSeenSetSpills holds two segments in memory and the rest on disk:
+// the answers are the same, memory stays at the budget, and the spill
+// file is gone after release.
+func TestSeenSetSpills(t *testing.T) {
+	dir := t.TempDir()
+	s := newSeenSet(0, dir) // the minimum: two segments
+	const devices = 60000
+	fillAndCheck(t, s, devices)
+	if s.resident > s.maxResident || s.maxResident != 2 {
+		t.Errorf("%d segments resident, budget %d", s.resident, s.maxResident)
+	}
+	segs, spilled := map[*segment]bool{}, 0
+	for _, g := range s.dir {
+		if !segs[g] {
+			segs[g] = true
+			if g.spilled() {
+				spilled++
+			}
+		}
+	}
+	if spilled != len(segs)-s.resident || int64(spilled)*segBytes != s.spilledBytes() {
+		t.Errorf("%d of %d segments spilled, %d resident, file %d bytes", spilled, len(segs),
+			s.resident, s.spilledBytes())
+	}
+	s.release()
+	left, err := os.ReadDir(dir)
+	if err != nil || len(left) != 0 {
+		t.Errorf("spill directory after release: %v %v", left, err)
+	}
+}
+
+// TestSeenSetSpillError: a spill file that cannot be created stops with
+// an error that says where and what to do, instead of losing repeats.
+func TestSeenSetSpillError(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "missing")
+	s := newSeenSet(0, dir)
+	defer s.release()
+	var err error
+	for i := 0; err == nil && i < 60000; i++ {
+		err = s.add([]model.DeviceID{testID(model.KindEID, i)}, 0, i+2)
+	}
+	if err == nil || !strings.Contains(err.Error(), dir) ||
+		!strings.Contains(err.Error(), "TSFB_IMPORT_DEDUP_MEMORY_MB") {
+		t.Fatalf("error %v, want one naming %s and the setting", err, dir)
+	}
+}
+
+// TestSeenSetFilesAndGaps: positions map back to the right file and line
+// when files start at different lines and some files add nothing.
+func TestSeenSetFilesAndGaps(t *testing.T) {
+	s := newSeenSet(1, t.TempDir())
+	defer s.release()
+	adds := []struct{ file, line int }{{0, 2}, {0, 900}, {2, 2}, {2, 3}, {5, 40}, {6, 1}}
+	for i, a := range adds {
+		if err := s.add([]model.DeviceID{testID(model.KindIMEI, i)}, a.file, a.line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, a := range adds {
+		file, line, seen, _, err := s.lookup(model.KindIMEI, testID(model.KindIMEI, i).ID)
+		if err != nil || !seen || file != a.file || line != a.line {
+			t.Errorf("add %d: file %d line %d seen %v err %v, want file %d line %d", i, file,
+				line, seen, err, a.file, a.line)
+		}
+	}
+}
+
+// TestDuplicatesBeyondMemory imports the same file with the duplicate
+// check in memory and with a budget that spills most of it: the result,
+// the report and the jobs are the same, and no spill file is left.
+func TestDuplicatesBeyondMemory(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	r := rand.New(rand.NewPCG(3, 4))
+	var in strings.Builder
+	in.WriteString("eid,iccid,imei\n")
+	var devs []model.Device
+	for i := range 40000 {
+		d := model.RandomDevice(r)
+		switch {
+		case i > 0 && i%7 == 0: // the same device again
+			d = devs[r.IntN(len(devs))]
+		case i > 0 && i%11 == 0: // another device that shares an IMEI
+			d.DeviceIDs[2] = devs[r.IntN(len(devs))].DeviceIDs[2]
+		}
+		devs = append(devs, d)
+		fmt.Fprintf(&in, "%s,%s,%s\n", d.ID(model.KindEID), d.ID(model.KindICCID),
+			d.ID(model.KindIMEI))
+	}
+	run := func(cfg Config) (Result, string, int) {
+		im, err := New(nil, cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs := 0
+		im.onJob = func(model.Job) { jobs++ }
+		var report bytes.Buffer
+		res, err := im.Run(context.Background(), Options{Files: []string{StdinName},
+			Account: acct, DryRun: true, Report: &report, RunID: "r"},
+			strings.NewReader(in.String()), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Seconds = 0
+		return res, report.String(), jobs
+	}
+	memRes, memReport, memJobs := run(Config{DedupMemoryMB: 1024})
+	diskRes, diskReport, diskJobs := run(Config{DedupMemoryMB: 1})
+	if memRes.Duplicates < 40000/7 || memRes.Devices+memRes.Duplicates != 40000 {
+		t.Fatalf("in memory: %+v", memRes)
+	}
+	if memRes.DedupSpilledBytes != 0 || diskRes.DedupSpilledBytes == 0 {
+		t.Errorf("spilled %d bytes in memory and %d with 1 MiB", memRes.DedupSpilledBytes,
+			diskRes.DedupSpilledBytes)
+	}
+	diskRes.DedupSpilledBytes = 0
+	if fmt.Sprint(memRes) != fmt.Sprint(diskRes) || memReport != diskReport || memJobs != diskJobs {
+		t.Errorf("spilled: %+v, %d jobs\nin memory: %+v, %d jobs", diskRes, diskJobs, memRes, memJobs)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("left in TMPDIR: %v", left)
 	}
 }

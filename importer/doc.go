@@ -50,6 +50,9 @@
 // accepted earlier in the run is a duplicate: it is not published again,
 // it is counted, and the first repeat of each identifier is reported with
 // the line of its first sighting. Duplicates do not change the exit code.
+// The check holds at most Config.DedupMemoryMB in memory and spills the
+// rest of its set to an unlinked temporary file (see seenSet), so that
+// memory stays flat whatever the input's size.
 //
 // # Jobs
 //

@@ -91,7 +91,7 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 		return res, fmt.Errorf("%w: no NATS connection for a real run", ErrOptions)
 	}
 
-	r := &run{opts: opts, res: &res, seen: newSeenSet()}
+	r := &run{opts: opts, res: &res, seen: newSeenSet(im.cfg.DedupMemoryMB, "")}
 	defer r.seen.release()
 	var payload int64
 	if im.nc != nil {
@@ -123,6 +123,7 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 
 	err = r.all(ctx, stdin, pub)
 	res.Seconds = time.Since(start).Seconds()
+	res.DedupSpilledBytes = r.seen.spilledBytes()
 	r.prog.done(&res)
 	if err != nil && !opts.DryRun && r.batch.n > 0 {
 		err = fmt.Errorf("%w (run id %s: re-run with it to publish the rest; jobs "+
@@ -136,7 +137,7 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 	im.log.Info("import_finished", zap.String("run_id", opts.RunID), zap.Int("rows", res.Rows),
 		zap.Int("devices", res.Devices), zap.Int("jobs", res.Jobs),
 		zap.Int("rejected", res.Rejected), zap.Int("duplicates", res.Duplicates),
-		zap.Bool("failed", err != nil))
+		zap.Int64("dedup_spilled_bytes", res.DedupSpilledBytes), zap.Bool("failed", err != nil))
 	return res, err
 }
 
@@ -245,7 +246,10 @@ func (r *run) row(ctx context.Context, file int, h header, rec record) error {
 	}
 
 	for _, id := range ids {
-		f, line, seen, first := r.seen.lookup(id.Kind, id.ID)
+		f, line, seen, first, err := r.seen.lookup(id.Kind, id.ID)
+		if err != nil {
+			return fmt.Errorf("%s line %d: %w", r.files[file], rec.line, err)
+		}
 		if !seen {
 			continue
 		}
@@ -261,7 +265,9 @@ func (r *run) row(ctx context.Context, file int, h header, rec record) error {
 			Code: ReasonDuplicate, Reason: fmt.Sprintf("duplicate: the same %s as %s, "+
 				"published once", id.Kind, where)})
 	}
-	r.seen.add(ids, file, rec.line)
+	if err := r.seen.add(ids, file, rec.line); err != nil {
+		return fmt.Errorf("%s line %d: %w", r.files[file], rec.line, err)
+	}
 	return r.batch.add(ctx, account, model.Device{DeviceIDs: ids})
 }
 

@@ -38,6 +38,9 @@ type Result struct {
 	FirstJobID string  `json:"firstJobId,omitempty"`
 	LastJobID  string  `json:"lastJobId,omitempty"`
 	Seconds    float64 `json:"seconds"`
+	// DedupSpilledBytes is what the duplicate check wrote to its
+	// temporary file after it filled its memory budget.
+	DedupSpilledBytes int64 `json:"dedupSpilledBytes,omitempty"`
 }
 
 // ExitCode maps a run's outcome to the command's exit status.
@@ -79,6 +82,10 @@ func (r Result) WriteSummary(w io.Writer) error {
 		fmt.Fprintf(&b, "  %-26s %d\n", c, r.Rejections[c])
 	}
 	fmt.Fprintf(&b, "duplicates:  %d rows (not published again)\n", r.Duplicates)
+	if r.DedupSpilledBytes > 0 {
+		fmt.Fprintf(&b, "duplicate check: %.1f MB on disk past its memory budget "+
+			"(TSFB_IMPORT_DEDUP_MEMORY_MB)\n", float64(r.DedupSpilledBytes)/1e6)
+	}
 	rate := 0.0
 	if r.Seconds > 0 {
 		rate = float64(r.Rows) / r.Seconds

@@ -54,6 +54,8 @@ type childResult struct {
 	// PeakKiB is the child's peak resident memory (VmHWM), 0 when
 	// unknown.
 	PeakKiB int64 `json:"peakKiB"`
+	// SpilledBytes went to the duplicate check's temporary file.
+	SpilledBytes int64 `json:"spilledBytes"`
 }
 
 func main() {
@@ -68,8 +70,10 @@ func main() {
 	runs := flag.Int("runs", 3, "runs of each side; medians are reported")
 	pending := flag.Int("max-pending", importer.DefaultMaxPending, "publishes awaiting their ack, both sides")
 	jobSize := flag.Int("job-size", 1000, "devices per job")
+	dedupMB := flag.Int("dedup-memory-mb", importer.DefaultDedupMemoryMB,
+		"memory budget of the import's duplicate check (TSFB_IMPORT_DEDUP_MEMORY_MB)")
 	flag.Parse()
-	if err := bench(*rows, *runs, *pending, *jobSize); err != nil {
+	if err := bench(*rows, *runs, *pending, *jobSize, *dedupMB); err != nil {
 		fmt.Fprintf(os.Stderr, "bench-import: %v\n", err)
 		os.Exit(1)
 	}
@@ -79,9 +83,10 @@ type sample struct {
 	seconds    float64
 	rowsPerSec float64
 	peakMB     float64
+	spilledMB  float64
 }
 
-func bench(rows, runs, pending, jobSize int) error {
+func bench(rows, runs, pending, jobSize, dedupMB int) error {
 	dir, err := os.MkdirTemp("", "bench-import-")
 	if err != nil {
 		return err
@@ -93,12 +98,14 @@ func bench(rows, runs, pending, jobSize int) error {
 		return err
 	}
 	st, _ := os.Stat(csvPath)
-	fmt.Printf("bench-import: %d rows (%.1f MB of CSV), job size %d, max pending %d, %d runs\n",
-		rows, float64(st.Size())/1e6, jobSize, pending, runs)
+	fmt.Printf("bench-import: %d rows (%.1f MB of CSV), job size %d, max pending %d, "+
+		"duplicate check %d MiB, %d runs\n",
+		rows, float64(st.Size())/1e6, jobSize, pending, dedupMB, runs)
 
 	var imp, raw []sample
 	for i := range runs {
-		s, msgs, err := side(dir, "import", pending, csvPath, fmt.Sprint(jobSize), fmt.Sprintf("bench%d", i))
+		s, msgs, err := side(dir, "import", pending, csvPath, fmt.Sprint(jobSize), fmt.Sprintf("bench%d", i),
+			fmt.Sprint(dedupMB))
 		if err != nil {
 			return err
 		}
@@ -119,8 +126,9 @@ func bench(rows, runs, pending, jobSize int) error {
 		// The raw side published the same jobs, so it carried as many rows.
 		r.rowsPerSec = float64(rows) / r.seconds
 		raw = append(raw, r)
-		fmt.Printf("run %d: import %8.0f rows/s %6.1f MB peak | raw publish %8.0f rows/s %6.1f MB peak | ratio %.2f\n",
-			i+1, s.rowsPerSec, s.peakMB, r.rowsPerSec, r.peakMB, s.rowsPerSec/r.rowsPerSec)
+		fmt.Printf("run %d: import %8.0f rows/s %6.1f MB peak (%.0f MB spilled) | raw publish %8.0f rows/s "+
+			"%6.1f MB peak | ratio %.2f\n", i+1, s.rowsPerSec, s.peakMB, s.spilledMB, r.rowsPerSec,
+			r.peakMB, s.rowsPerSec/r.rowsPerSec)
 	}
 	mi, mr := median(imp), median(raw)
 	fmt.Printf("median: import %.0f rows/s, %.1f MB peak RSS; raw JetStream async publish %.0f rows/s, "+
@@ -212,6 +220,7 @@ func side(dir, mode string, pending int, args ...string) (sample, int, error) {
 		seconds:    res.Seconds,
 		rowsPerSec: float64(res.Rows) / res.Seconds,
 		peakMB:     float64(peak) * 1024 / 1e6,
+		spilledMB:  float64(res.SpilledBytes) / 1e6,
 	}
 	return s, int(info.State.Msgs), nil
 }
@@ -318,18 +327,19 @@ func child(mode string, args []string) error {
 }
 
 func childImport(ctx context.Context, url string, pending int, args []string) (childResult, error) {
-	if len(args) < 3 {
-		return childResult{}, errors.New("import: want CSV, job size, run id")
+	if len(args) < 4 {
+		return childResult{}, errors.New("import: want CSV, job size, run id, dedup MiB")
 	}
-	var jobSize int
+	var jobSize, dedupMB int
 	fmt.Sscan(args[1], &jobSize)
+	fmt.Sscan(args[3], &dedupMB)
 	// Connected the way the import command connects.
 	bus, err := queue.Open(ctx, queue.Config{URL: url}, "bench-import", zap.NewNop())
 	if err != nil {
 		return childResult{}, err
 	}
 	defer bus.Close()
-	im, err := importer.New(bus.NC, importer.Config{MaxPending: pending}, nil)
+	im, err := importer.New(bus.NC, importer.Config{MaxPending: pending, DedupMemoryMB: dedupMB}, nil)
 	if err != nil {
 		return childResult{}, err
 	}
@@ -341,7 +351,8 @@ func childImport(ctx context.Context, url string, pending int, args []string) (c
 	if r.Rejected > 0 || r.Duplicates > 0 || r.Devices != r.Rows {
 		return childResult{}, fmt.Errorf("import result %+v: want every row published", r)
 	}
-	return childResult{Rows: r.Rows, Messages: r.Jobs, Seconds: r.Seconds}, nil
+	return childResult{Rows: r.Rows, Messages: r.Jobs, Seconds: r.Seconds,
+		SpilledBytes: r.DedupSpilledBytes}, nil
 }
 
 // childRaw publishes the dumped job messages as a plain client would:
