@@ -507,23 +507,7 @@ func (c *Correlator) event(it *item) (e model.Event, final, ok bool) {
 // lookupable reports whether a request id could be a key of a request
 // record; one that cannot is unmatched at once, without waiting.
 func lookupable(id string) bool {
-	if id == "" || len(id) > maxRequestIDLen || id[0] == '.' || id[len(id)-1] == '.' ||
-		strings.Contains(id, "..") {
-		return false
-	}
-	return kvKeyToken(id)
-}
-
-func kvKeyToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		ok := c == '-' || c == '/' || c == '_' || c == '=' || c == '.' ||
-			(c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		if !ok {
-			return false
-		}
-	}
-	return true
+	return len(id) <= maxRequestIDLen && queue.ValidKey(id)
 }
 
 // lookup finds the request record of every item, reading each request id

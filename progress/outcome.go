@@ -5,9 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
 
 	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/queue"
 )
 
 // ErrInvalidOutcome is returned (wrapped) for an outcome that can never be
@@ -41,12 +41,10 @@ type outcomeRecord struct {
 	Event   model.Event `json:"event"`
 }
 
-var kvKeyRe = regexp.MustCompile(`^[-/_=.a-zA-Z0-9]+$`)
-
 // safeToken returns s when it is usable inside a KV key, else a hash of it,
 // so that an odd identifier cannot make the key invalid.
 func safeToken(s string) string {
-	if s != "" && kvKeyRe.MatchString(s) && s[0] != '.' && s[len(s)-1] != '.' {
+	if queue.ValidKey(s) {
 		return s
 	}
 	sum := sha256.Sum256([]byte(s))
