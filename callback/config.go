@@ -221,19 +221,6 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// String renders the configuration for the start-up log; the credentials
-// are Secrets and print redacted.
-func (c Config) String() string {
-	return fmt.Sprintf("addr=%s admin_addr=%s username=%s password=%s max_body=%d unmatched_wait=%s "+
-		"timeout=%s sweep_interval=%s batch=%d max_in_flight=%d max_conns=%d allow=%q "+
-		"trusted_proxies=%q admin_allow=%q store_timeout=%s read_header_timeout=%s "+
-		"read_timeout=%s write_timeout=%s idle_timeout=%s",
-		c.Addr, c.AdminAddr, c.Username, c.Password, c.MaxBody, c.UnmatchedWait, c.Timeout,
-		c.SweepInterval, c.Batch, c.MaxInFlight, c.MaxConns, c.Allow, c.TrustedProxies,
-		c.AdminAllow, c.StoreTimeout, c.ReadHeaderTimeout, c.ReadTimeout, c.WriteTimeout,
-		c.IdleTimeout)
-}
-
 // adminPrefixes reads AdminAllow: a list like Allow's, or "none", which
 // gives an empty list that matches nothing.
 func adminPrefixes(list string) ([]netip.Prefix, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/tsfallback/tsfallback/config"
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/progress"
 	"github.com/tsfallback/tsfallback/queue"
@@ -292,8 +294,10 @@ func TestConfigValidateAndRedact(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if s := c.String(); strings.Contains(s, testPass) || strings.Contains(s, testUser) {
-		t.Fatalf("String shows a credential: %s", s)
+	eff := config.Effective(c)
+	if s := fmt.Sprint(eff); strings.Contains(s, testPass) || strings.Contains(s, testUser) ||
+		eff["TSFB_CALLBACK_ADDR"] != c.Addr {
+		t.Fatalf("the start-up log would show a credential or miss the address: %s", s)
 	}
 	for _, tt := range []struct {
 		mut  func(*Config)
