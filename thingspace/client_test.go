@@ -7,12 +7,13 @@ import (
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/thingspace"
 	"github.com/tsfallback/tsfallback/thingspace/sim"
+	"github.com/tsfallback/tsfallback/thingspace/sim/simtest"
 )
 
 func TestHappyPath(t *testing.T) {
 	s, base := startSim(t, sim.Config{FailRatio: 0.3})
 	c := newClient(t, clientConfig(base))
-	l := newListener(t)
+	l := simtest.NewListener(t)
 	ctx := context.Background()
 
 	register(t, c, l)
@@ -29,7 +30,7 @@ func TestHappyPath(t *testing.T) {
 	}
 	idle(t, s)
 
-	cbs := l.callbacks(t)
+	cbs := l.Callbacks(t)
 	if len(cbs) != len(devs) {
 		t.Fatalf("got %d callbacks, want %d", len(cbs), len(devs))
 	}

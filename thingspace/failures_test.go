@@ -14,6 +14,7 @@ import (
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/thingspace"
 	"github.com/tsfallback/tsfallback/thingspace/sim"
+	"github.com/tsfallback/tsfallback/thingspace/sim/simtest"
 )
 
 func submit(ctx context.Context, c *thingspace.Client, devs []model.Device) (string, error) {
@@ -247,7 +248,7 @@ func TestServerErrorNotExecuted(t *testing.T) {
 
 func TestTimeoutMayHaveExecuted(t *testing.T) {
 	s, base := startSim(t, sim.Config{TimeoutRatio: 1, TimeoutDelay: 3 * time.Second})
-	l := newListener(t)
+	l := simtest.NewListener(t)
 	cfg := clientConfig(base)
 	c := newClient(t, cfg)
 	register(t, c, l)
@@ -260,8 +261,8 @@ func TestTimeoutMayHaveExecuted(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	idle(t, s)
-	if st := s.Stats(); st.DevicesSubmitted != 10 || len(l.raw()) != 10 {
-		t.Fatalf("stats = %+v, callbacks %d", st, len(l.raw()))
+	if st := s.Stats(); st.DevicesSubmitted != 10 || len(l.Raw()) != 10 {
+		t.Fatalf("stats = %+v, callbacks %d", st, len(l.Raw()))
 	}
 }
 

@@ -2,18 +2,14 @@ package thingspace_test
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/thingspace"
 	"github.com/tsfallback/tsfallback/thingspace/sim"
+	"github.com/tsfallback/tsfallback/thingspace/sim/simtest"
 )
 
 const testAccount = "0000123456-00001"
@@ -54,53 +50,6 @@ func newClient(t testing.TB, cfg thingspace.Config) *thingspace.Client {
 	return c
 }
 
-// listener collects the callbacks it receives.
-type listener struct {
-	srv    *httptest.Server
-	mu     sync.Mutex
-	bodies [][]byte
-	// status answers each callback; 200 when nil.
-	status func(n int) int
-}
-
-func newListener(t testing.TB) *listener {
-	l := &listener{}
-	l.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		l.mu.Lock()
-		l.bodies = append(l.bodies, b)
-		n := len(l.bodies)
-		f := l.status
-		l.mu.Unlock()
-		code := http.StatusOK
-		if f != nil {
-			code = f(n)
-		}
-		w.WriteHeader(code)
-	}))
-	t.Cleanup(l.srv.Close)
-	return l
-}
-
-func (l *listener) callbacks(t testing.TB) []model.CallbackBody {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]model.CallbackBody, len(l.bodies))
-	for i, b := range l.bodies {
-		if err := json.Unmarshal(b, &out[i]); err != nil {
-			t.Fatalf("callback %d: %v: %s", i, err, b)
-		}
-	}
-	return out
-}
-
-func (l *listener) raw() [][]byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([][]byte(nil), l.bodies...)
-}
-
 func devices(seed uint64, n int) []model.Device {
 	r := rand.New(rand.NewPCG(seed, 7))
 	ds := make([]model.Device, n)
@@ -119,10 +68,10 @@ func idle(t testing.TB, s *sim.Sim) {
 	}
 }
 
-func register(t testing.TB, c *thingspace.Client, l *listener) {
+func register(t testing.TB, c *thingspace.Client, l *simtest.Listener) {
 	t.Helper()
 	err := c.RegisterCallback(context.Background(), testAccount, thingspace.Registration{
-		Name: thingspace.ServiceDeviceProfile, URL: l.srv.URL + "/callbacks/thingspace",
+		Name: thingspace.ServiceDeviceProfile, URL: l.URL + "/callbacks/thingspace",
 		Username: "cb-user", Password: "cb-pass",
 	})
 	if err != nil {

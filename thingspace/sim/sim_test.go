@@ -5,10 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/thingspace"
 	"github.com/tsfallback/tsfallback/thingspace/sim"
+	"github.com/tsfallback/tsfallback/thingspace/sim/simtest"
 )
 
 const account = "0000123456-00001"
@@ -25,11 +24,7 @@ type env struct {
 	sim    *sim.Sim
 	base   string
 	client *thingspace.Client
-	mu     sync.Mutex
-	bodies [][]byte
-	order  []string
-	status func(n int) int
-	lsn    *httptest.Server
+	lsn    *simtest.Listener
 }
 
 func setup(t *testing.T, cfg sim.Config) *env {
@@ -43,23 +38,8 @@ func setup(t *testing.T, cfg sim.Config) *env {
 		t.Fatal(err)
 	}
 	e := &env{sim: s, base: base}
-	e.lsn = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		e.mu.Lock()
-		e.bodies = append(e.bodies, b)
-		n := len(e.bodies)
-		f := e.status
-		e.mu.Unlock()
-		code := http.StatusOK
-		if f != nil {
-			code = f(n)
-		}
-		w.WriteHeader(code)
-	}))
-	t.Cleanup(func() {
-		_ = s.Close()
-		e.lsn.Close()
-	})
+	e.lsn = simtest.NewListener(t)
+	t.Cleanup(func() { _ = s.Close() })
 	c, err := thingspace.New(thingspace.Config{
 		BaseURL: base, ClientID: sim.DefaultClientID, ClientSecret: sim.DefaultClientSecret,
 		Username: sim.DefaultUsername, Password: sim.DefaultPassword,
@@ -78,11 +58,7 @@ func setup(t *testing.T, cfg sim.Config) *env {
 	return e
 }
 
-func (e *env) raw() [][]byte {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([][]byte(nil), e.bodies...)
-}
+func (e *env) raw() [][]byte { return e.lsn.Raw() }
 
 func (e *env) idle(t *testing.T) {
 	t.Helper()
@@ -156,12 +132,12 @@ func TestScale(t *testing.T) {
 
 func TestCallbackRetriedUntilAcknowledged(t *testing.T) {
 	e := setup(t, sim.Config{CallbackRetryInterval: 10 * time.Millisecond})
-	e.status = func(n int) int {
+	e.lsn.SetStatus(func(n int) int {
 		if n <= 2 {
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusOK
-	}
+	})
 	e.submit(t, devs(2, 1))
 	e.idle(t)
 	raw := e.raw()
@@ -181,7 +157,7 @@ func TestCallbackRetriedUntilAcknowledged(t *testing.T) {
 
 func TestCallbackAbandonedAfterFourSends(t *testing.T) {
 	e := setup(t, sim.Config{CallbackRetryInterval: 5 * time.Millisecond})
-	e.status = func(int) int { return http.StatusInternalServerError }
+	e.lsn.SetStatus(func(int) int { return http.StatusInternalServerError })
 	e.submit(t, devs(3, 2))
 	e.idle(t)
 	if st := e.sim.Stats(); st.CallbacksSent != 8 || st.CallbacksAbandoned != 2 || st.CallbacksPending != 0 {
@@ -191,7 +167,7 @@ func TestCallbackAbandonedAfterFourSends(t *testing.T) {
 
 func TestCloseWithScheduledRetriesLeaksNothing(t *testing.T) {
 	e := setup(t, sim.Config{CallbackRetryInterval: time.Hour})
-	e.status = func(int) int { return http.StatusInternalServerError }
+	e.lsn.SetStatus(func(int) int { return http.StatusInternalServerError })
 	e.submit(t, devs(4, 50))
 	deadline := time.Now().Add(10 * time.Second)
 	for e.sim.Stats().CallbacksSent < 50 && time.Now().Before(deadline) {
