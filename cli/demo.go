@@ -233,7 +233,7 @@ func demo(ctx context.Context, env Env, s Settings, o demoOptions, log *zap.Logg
 	if !o.asJSON {
 		progress = env.Stderr
 	}
-	res, err := runImporter(ctx, bus, s.Import, importer.Options{
+	res, err := runImporter(ctx, bus.NC, s.Import, importer.Options{
 		Files: []string{csvPath}, Account: DemoAccount, Progress: progress,
 	}, Env{Stdin: env.Stdin}, log)
 	if err != nil {

@@ -110,6 +110,26 @@ func TestImportCommand(t *testing.T) {
 		t.Fatalf("after the dry run the stream holds %d jobs, want 3", n)
 	}
 
+	// A dry run of a used run id says what a real run would find.
+	code, out, _ = env.run(ctx, "", "import", good, "--account", testAccount,
+		"--job-size", "100", "--run-id", "cli1", "--dry-run", "--quiet")
+	if code != ExitOK || !strings.Contains(out, "already published: 3 jobs") {
+		t.Fatalf("dry run of run cli1 exit %d, want 0 and 3 jobs already published:\n%s", code, out)
+	}
+	code, _, errOut = env.run(ctx, "", "import", good, "--account", testAccount,
+		"--job-size", "50", "--run-id", "cli1", "--dry-run", "--quiet")
+	if code != ExitUsage || !strings.Contains(errOut, "a real run would stop") {
+		t.Fatalf("dry run of run cli1 with another job size: exit %d, want %d:\n%s", code,
+			ExitUsage, errOut)
+	}
+	// Without NATS it still runs, and says what it did not check.
+	code, out, errOut = newNatsEnv("nats://127.0.0.1:1").run(ctx, "", "import", good,
+		"--account", testAccount, "--run-id", "cli1", "--dry-run", "--quiet")
+	if code != ExitOK || !strings.Contains(out, "250 devices") ||
+		!strings.Contains(errOut, "not checked against earlier runs") {
+		t.Fatalf("dry run without NATS: exit %d\n%s\n%s", code, out, errOut)
+	}
+
 	// Rejected rows: exit 1, the good rows are published, the report has
 	// one JSON line per bad field.
 	lines := strings.Split(strings.TrimSpace(sampleCSV(t, 5)), "\n")

@@ -71,14 +71,26 @@ func runImport(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	var bus *queue.Bus
-	if !o.DryRun {
-		if bus, err = queue.Open(ctx, s.Queue, "tsfallback-import", log); err != nil {
+	var nc *nats.Conn
+	switch {
+	case !o.DryRun:
+		bus, err := queue.Open(ctx, s.Queue, "tsfallback-import", log)
+		if err != nil {
 			return err
 		}
 		defer bus.Close()
+		nc = bus.NC
+	case o.RunID != "":
+		// A dry run of a given run id tells what a real run would find
+		// in the run manifest, when NATS is there; it never needs NATS.
+		if nc, err = queue.Connect(s.Queue, "tsfallback-import-dry-run", log); err != nil {
+			fmt.Fprintf(env.Stderr, "tsfallback import: dry run without NATS: run id %s is not "+
+				"checked against earlier runs (%v)\n", o.RunID, err)
+		} else {
+			defer nc.Close()
+		}
 	}
-	res, runErr := runImporter(ctx, bus, s.Import, o, env, log)
+	res, runErr := runImporter(ctx, nc, s.Import, o, env, log)
 	code := importer.ExitCode(res, runErr)
 	switch {
 	case runErr != nil && errors.Is(runErr, importer.ErrOptions):
@@ -93,14 +105,10 @@ func runImport(ctx context.Context, env Env, args []string) error {
 	return nil
 }
 
-// runImporter runs an import on bus (nil for a dry run) and writes the
-// summary to env.Stdout.
-func runImporter(ctx context.Context, bus *queue.Bus, cfg importer.Config, o importer.Options,
+// runImporter runs an import on nc (nil for a dry run without NATS) and
+// writes the summary to env.Stdout.
+func runImporter(ctx context.Context, nc *nats.Conn, cfg importer.Config, o importer.Options,
 	env Env, log *zap.Logger) (importer.Result, error) {
-	var nc *nats.Conn
-	if bus != nil {
-		nc = bus.NC
-	}
 	im, err := importer.New(nc, cfg, log)
 	if err != nil {
 		return importer.Result{}, usageErr("%v", err)

@@ -38,7 +38,8 @@ type Importer struct {
 }
 
 // New returns an Importer that publishes on nc. nc may be nil for an
-// Importer that only does dry runs.
+// Importer that only does dry runs; with nc, a dry run also reads the run
+// manifest, to tell what a real run with its run id would find.
 func New(nc *nats.Conn, cfg Config, log *zap.Logger) (*Importer, error) {
 	cfg = cfg.Defaulted()
 	if err := cfg.Validate(); err != nil {
@@ -99,14 +100,17 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 	}
 	pub := &publisher{js: im.js, maxPayload: payload, max: im.cfg.MaxPending,
 		res: &res, dryRun: opts.DryRun, onJob: im.onJob}
-	if !opts.DryRun {
-		// queue.Open creates the manifest; without it (a bare server) the
-		// import still works, only a reused run id goes unnoticed.
+	if im.js != nil {
+		// queue.Open creates the manifest; without it (a bare server, or
+		// a dry run before any real one) the import still works, only a
+		// reused run id goes unnoticed. A dry run only reads it.
 		kv, err := im.js.KeyValue(ctx, queue.BucketRuns)
-		if err != nil {
-			im.log.Warn("import_manifest_unavailable", zap.String("bucket", queue.BucketRuns), zap.Error(err))
-		} else {
+		switch {
+		case err == nil:
 			pub.runs = kv
+		case opts.DryRun && errors.Is(err, jetstream.ErrBucketNotFound):
+		default:
+			im.log.Warn("import_manifest_unavailable", zap.String("bucket", queue.BucketRuns), zap.Error(err))
 		}
 	}
 	r.batch = &batcher{runID: opts.RunID, replyTo: opts.ReplyTo, size: opts.JobSize,

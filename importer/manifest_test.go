@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,12 +27,27 @@ func TestRunIDReusedForOtherInput(t *testing.T) {
 	if err := WriteSample(&sample, 1200, 3); err != nil {
 		t.Fatal(err)
 	}
-	run := func(jobSize int) (Result, error) {
+	runAs := func(jobSize int, dry bool) (Result, error) {
 		return im.Run(ctx, Options{Files: []string{StdinName}, Account: acct, RunID: "reuse",
-			JobSize: jobSize}, bytes.NewReader(sample.Bytes()), nil)
+			JobSize: jobSize, DryRun: dry}, bytes.NewReader(sample.Bytes()), nil)
 	}
-	if _, err := run(1000); err != nil {
-		t.Fatal(err)
+	run := func(jobSize int) (Result, error) { return runAs(jobSize, false) }
+	// A dry run reads the manifest and writes nothing to it: before the
+	// first run nothing is published, and the real run that follows it
+	// is a first run.
+	if res, err := runAs(1000, true); err != nil || res.JobsAlreadyPublished != 0 || res.Jobs != 2 {
+		t.Fatalf("dry run before any: %+v, %v", res, err)
+	}
+	if res, err := run(1000); err != nil || res.JobsAlreadyPublished != 0 {
+		t.Fatalf("first run: %+v, %v", res, err)
+	}
+	// After it, a dry run tells what a real run would find.
+	if res, err := runAs(1000, true); err != nil || res.JobsAlreadyPublished != 2 {
+		t.Fatalf("dry run of the same input: %+v, %v", res, err)
+	}
+	if _, err := runAs(500, true); !errors.Is(err, ErrRunReused) ||
+		!strings.Contains(err.Error(), "a real run would stop") {
+		t.Fatalf("dry run of another job size: got %v, want ErrRunReused", err)
 	}
 	if res, err := run(1000); err != nil || res.JobsAlreadyPublished != 2 {
 		t.Fatalf("same input again: %+v, %v", res, err)

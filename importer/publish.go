@@ -34,8 +34,8 @@ type publisher struct {
 	res        *Result
 	dryRun     bool
 	onJob      func(model.Job)
-	// runs is the manifest of published jobs (queue.BucketRuns); nil in
-	// a dry run.
+	// runs is the manifest of published jobs (queue.BucketRuns); a dry
+	// run only reads it. nil without NATS.
 	runs jetstream.KeyValue
 }
 
@@ -65,11 +65,7 @@ func (p *publisher) checkManifest(ctx context.Context, jobID string, body []byte
 
 func (p *publisher) publish(ctx context.Context, job model.Job) error {
 	if p.dryRun {
-		if p.onJob != nil {
-			p.onJob(job)
-		}
-		p.acked(job.JobID, len(job.Devices), false)
-		return nil
+		return p.publishDry(ctx, job)
 	}
 	data, err := json.Marshal(job)
 	if err != nil {
@@ -97,6 +93,32 @@ func (p *publisher) publish(ctx context.Context, job model.Job) error {
 	}
 	p.inflight = append(p.inflight, sent{jobID: job.JobID, devices: len(job.Devices), ack: f})
 	return p.reap()
+}
+
+// publishDry counts the job as a real run would, and with a manifest tells
+// whether a real run would find it published before or stop on it.
+func (p *publisher) publishDry(ctx context.Context, job model.Job) error {
+	if p.onJob != nil {
+		p.onJob(job)
+	}
+	before := false
+	if p.runs != nil {
+		data, err := json.Marshal(job)
+		if err != nil {
+			return fmt.Errorf("%w: encoding job %s: %w", ErrPublish, job.JobID, err)
+		}
+		before, err = queue.CheckJob(ctx, p.runs, job.JobID, data)
+		switch {
+		case errors.Is(err, queue.ErrJobIDReused):
+			return fmt.Errorf("%w: job %s was published before with other devices (the input or "+
+				"--job-size changed since the first run with this run id); a real run would stop "+
+				"here: use a new --run-id for changed input", ErrRunReused, job.JobID)
+		case err != nil:
+			return fmt.Errorf("%w: %w", ErrPublish, err)
+		}
+	}
+	p.acked(job.JobID, len(job.Devices), before)
+	return nil
 }
 
 // reap takes the acks that have already arrived, oldest first, without

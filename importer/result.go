@@ -68,7 +68,11 @@ func (r Result) WriteSummary(w io.Writer) error {
 		fmt.Fprintf(&b, " (%s .. %s)", r.FirstJobID, r.LastJobID)
 	}
 	b.WriteString("\n")
-	if r.JobsAlreadyPublished > 0 {
+	switch {
+	case r.JobsAlreadyPublished > 0 && r.DryRun:
+		fmt.Fprintf(&b, "already published: %d jobs (by an earlier run with this run id; "+
+			"a real run submits them no second time)\n", r.JobsAlreadyPublished)
+	case r.JobsAlreadyPublished > 0:
 		fmt.Fprintf(&b, "already in the stream: %d jobs (same run id published before)\n",
 			r.JobsAlreadyPublished)
 	}

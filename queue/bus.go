@@ -50,6 +50,29 @@ type Bus struct {
 // the streams and buckets. name identifies the connection on the server.
 func Open(ctx context.Context, cfg Config, name string, log *zap.Logger) (*Bus, error) {
 	cfg = cfg.Defaulted()
+	nc, err := Connect(cfg, name, log)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	b := &Bus{NC: nc, JS: js, cfg: cfg, log: log.Named("queue")}
+	if err := b.Ensure(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	b.log.Debug("nats_ready", zap.String("server", nc.ConnectedUrlRedacted()))
+	return b, nil
+}
+
+// Connect only connects to cfg.URL (DefaultURL when empty), with cfg's
+// credentials, reconnecting for ever once connected; it creates nothing,
+// for callers that only read.
+func Connect(cfg Config, name string, log *zap.Logger) (*nats.Conn, error) {
+	cfg = cfg.Defaulted()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -85,18 +108,7 @@ func Open(ctx context.Context, cfg Config, name string, log *zap.Logger) (*Bus, 
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", config.RedactURLs(url), err)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("opening JetStream: %w", err)
-	}
-	b := &Bus{NC: nc, JS: js, cfg: cfg, log: log}
-	if err := b.Ensure(ctx); err != nil {
-		nc.Close()
-		return nil, err
-	}
-	log.Debug("nats_ready", zap.String("server", nc.ConnectedUrlRedacted()))
-	return b, nil
+	return nc, nil
 }
 
 // Close drains nothing: callers stop their consumers first.

@@ -40,3 +40,20 @@ func RecordJob(ctx context.Context, runs jetstream.KeyValue, jobID string, body 
 	}
 	return nil
 }
+
+// CheckJob is RecordJob without the write, for a dry run: it reports
+// whether the job id was recorded before with the same content, and
+// ErrJobIDReused when it was recorded with other content.
+func CheckJob(ctx context.Context, runs jetstream.KeyValue, jobID string, body []byte) (bool, error) {
+	sum := sha256.Sum256(body)
+	e, err := runs.Get(ctx, jobID)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading the record of job %s: %w", jobID, err)
+	case !bytes.Equal(e.Value(), []byte(hex.EncodeToString(sum[:]))):
+		return false, fmt.Errorf("%w: %s", ErrJobIDReused, jobID)
+	}
+	return true, nil
+}
