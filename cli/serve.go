@@ -50,7 +50,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 			return usageErr("--roles: unknown role %q (want %v)", r, allRoles)
 		}
 	}
-	s, err := loadSettings(ctx, env)
+	s, err := loadSettingsLenient(ctx, env)
 	if err != nil {
 		return usageErr("%v", err)
 	}
@@ -109,6 +109,7 @@ func validateFor(s Settings, roles []string) error {
 	if slices.Contains(roles, RoleIngester) || slices.Contains(roles, RoleCorrelator) || slices.Contains(roles, RoleSweeper) {
 		add(s.Callback.Validate())
 	}
+	add(s.replacedErr(errs))
 	return errors.Join(errs...)
 }
 

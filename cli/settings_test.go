@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"context"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/sethvargo/go-envconfig"
 )
 
 // TestEveryVariableDocumented keeps the README's table of environment
@@ -68,5 +71,18 @@ func TestEveryVariableDocumented(t *testing.T) {
 	walk(reflect.TypeOf(Settings{}))
 	if n < 20 {
 		t.Errorf("found only %d variables: the walk missed the settings", n)
+	}
+}
+
+// TestZeroIsNotTheDefault: a variable set to 0 that would silently mean
+// the default stops the command with the variable named.
+func TestZeroIsNotTheDefault(t *testing.T) {
+	errOut := &syncBuffer{}
+	env := Env{Lookup: envconfig.MapLookuper(map[string]string{"TSFB_IMPORT_DEDUP_MEMORY_MB": "0"}),
+		Stdin: strings.NewReader("iccid\n"), Stdout: &syncBuffer{}, Stderr: errOut}
+	code := Main(context.Background(), []string{"import", "--account", testAccount, "--dry-run",
+		"--quiet", "-"}, env)
+	if code != ExitUsage || !strings.Contains(errOut.String(), "TSFB_IMPORT_DEDUP_MEMORY_MB: 0 is not a setting") {
+		t.Fatalf("exit %d, want %d naming the variable:\n%s", code, ExitUsage, errOut)
 	}
 }

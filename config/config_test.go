@@ -95,3 +95,39 @@ func TestEffectiveHidesURLPasswords(t *testing.T) {
 		t.Fatalf("Effective shows %q", got)
 	}
 }
+
+// defaulting replaces zero values, as the packages' configs do.
+type defaulting struct {
+	Size  int           `env:"TSFB_T_SIZE, default=32"`
+	Wait  time.Duration `env:"TSFB_T_WAIT2, default=5s"`
+	Ratio float64       `env:"TSFB_T_RATIO, default=0"`
+}
+
+func (d defaulting) Defaulted() defaulting {
+	if d.Size == 0 {
+		d.Size = 32
+	}
+	if d.Wait == 0 {
+		d.Wait = 5 * time.Second
+	}
+	return d
+}
+
+// TestReplaced: a variable set to a value that Defaulted replaces is
+// named; unset ones, kept ones and structs without Defaulted are not.
+func TestReplaced(t *testing.T) {
+	var got struct {
+		D     defaulting
+		Plain sample
+	}
+	l := envconfig.MapLookuper(map[string]string{"TSFB_T_SIZE": "0", "TSFB_T_RATIO": "0",
+		"TSFB_T_RATE": "0"})
+	if err := Load(context.Background(), l, &got); err != nil {
+		t.Fatal(err)
+	}
+	r := Replaced(&got, l)
+	if len(r) != 1 || r["TSFB_T_SIZE"] == nil ||
+		!strings.Contains(r["TSFB_T_SIZE"].Error(), "replaced by 32") {
+		t.Fatalf("Replaced = %v, want TSFB_T_SIZE only", r)
+	}
+}

@@ -77,6 +77,57 @@ func Load(ctx context.Context, l envconfig.Lookuper, target any) error {
 	return nil
 }
 
+// Replaced returns, by variable name, the variables of a loaded target
+// that were set but that the package's Defaulted method would replace, as
+// it does with zero values: an operator who sets TSFB_X=0 must hear that
+// it is not a setting, instead of getting the default silently. It checks
+// every struct in target that has a Defaulted method returning its own
+// type; l is the Lookuper target was loaded from.
+func Replaced(target any, l envconfig.Lookuper) map[string]error {
+	out := map[string]error{}
+	replaced(reflect.ValueOf(target), l, out)
+	return out
+}
+
+func replaced(v reflect.Value, l envconfig.Lookuper, out map[string]error) {
+	for v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return
+	}
+	var def reflect.Value
+	if m := v.MethodByName("Defaulted"); m.IsValid() && m.Type().NumIn() == 0 &&
+		m.Type().NumOut() == 1 && m.Type().Out(0) == v.Type() {
+		def = m.Call(nil)[0]
+	}
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		name = strings.TrimSpace(name)
+		if name == "" {
+			replaced(v.Field(i), l, out)
+			continue
+		}
+		if !def.IsValid() || reflect.DeepEqual(v.Field(i).Interface(), def.Field(i).Interface()) {
+			continue
+		}
+		if _, set := l.Lookup(name); !set {
+			continue
+		}
+		out[name] = fmt.Errorf("%s: %v is not a setting of its own: it would be replaced by %v, "+
+			"the default; leave the variable unset for the default, or give a value in range", name,
+			v.Field(i).Interface(), def.Field(i).Interface())
+	}
+}
+
 // renameField turns go-envconfig's "Field: reason" (or, for nested
 // structs, "Outer: Field: reason") into "TSFB_VAR: reason".
 func renameField(target any, err error) error {
