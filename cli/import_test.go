@@ -103,7 +103,7 @@ func TestImportCommand(t *testing.T) {
 	// A dry run, from standard input, publishes nothing.
 	code, out, _ = env.run(ctx, sampleCSV(t, 40), "import", "--account", testAccount,
 		"--run-id", "dry1", "--dry-run", "--quiet", "-")
-	if code != ExitOK || !strings.Contains(out, "would publish (dry run): 40 devices in 1 jobs") {
+	if code != ExitOK || !strings.Contains(out, "would publish (dry run): 40 devices in 1 job") {
 		t.Fatalf("dry run exit %d:\n%s", code, out)
 	}
 	if n := jobMessages(t, url); n != 3 {
@@ -143,7 +143,7 @@ func TestImportCommand(t *testing.T) {
 	if code != ExitPartial {
 		t.Fatalf("exit %d, want %d\n%s\n%s", code, ExitPartial, out, errOut)
 	}
-	if !strings.Contains(out, "published:   3 devices in 1 jobs") ||
+	if !strings.Contains(out, "published:   3 devices in 1 job") ||
 		!strings.Contains(errOut, "2 rows rejected") {
 		t.Errorf("summary:\n%s\nstderr:\n%s", out, errOut)
 	}

@@ -16,8 +16,8 @@ import (
 // It is an open-addressing hash set of 64-bit hashes, split into segments
 // of segSlots slots that each split in two when they fill up (extendible
 // hashing), so that growing never holds an old and a new copy of the whole
-// table at once. A slot is 12 bytes (the hash and where the identifier was
-// first seen), and segments run between 3/8 and 3/4 full: 16 to 32 bytes an
+// table at once. A slot is 12 bytes (the hash, and the row and the kinds of
+// identifier of the device that had it), and segments run between 3/8 and 3/4 full: 16 to 32 bytes an
 // identifier.
 //
 // At most maxResident segments are held in memory; the others are spilled
@@ -38,8 +38,9 @@ import (
 // be reported as a duplicate and not published, so a collision is visible
 // in the report, not silent.
 //
-// Limitation: repeats across runs are not detected, and past 2^31 lines in
-// one run (all files together) repeats are no longer detected either.
+// Limitation: repeats across runs are not detected, and past 2^29 lines
+// (536 million) in one run, all files together, repeats are no longer
+// detected either.
 type seenSet struct {
 	seeds [3]maphash.Seed // per identifier kind
 	dir   []*segment      // indexed by the top depth bits of a hash
@@ -94,9 +95,10 @@ const (
 	// windowSlots are read at once from a spilled segment: a probe
 	// sequence is seldom longer.
 	windowSlots = 32
-	// reportedBit, in a slot's value, marks an identifier whose first
-	// repeat was already reported; the other bits are its position.
-	reportedBit = 1 << 31
+	// A slot's value is the position of the device's row (posBits) and
+	// which kinds of identifier the device has (the top bits, KindBit).
+	posBits = 29
+	maxPos  = 1<<posBits - 1
 
 	// DefaultDedupMemoryMB is the default memory budget of the
 	// duplicate check, in MiB.
@@ -110,7 +112,7 @@ type segment struct {
 	depth uint // how many top hash bits all its keys share
 	n     int
 	keys  []uint64
-	vals  []uint32 // position | reportedBit
+	vals  []uint32 // kinds<<posBits | position
 	free  func()
 	off   int64
 	ver   uint64 // counts writes, so that a probe knows it is still valid
@@ -206,7 +208,7 @@ func (s *seenSet) set(g *segment, i int, h uint64, v uint32) error {
 
 func (s *seenSet) spillErr(op string, err error) error {
 	return fmt.Errorf("duplicate check: %s its spill file in %s (set TMPDIR to a "+
-		"directory with more room, or raise TSFB_IMPORT_DEDUP_MEMORY_MB): %w",
+		"writable directory with room, or raise TSFB_IMPORT_DEDUP_MEMORY_MB): %w",
 		op, s.dirName(), err)
 }
 
@@ -217,28 +219,43 @@ func (s *seenSet) dirName() string {
 	return os.TempDir()
 }
 
-// lookup returns where the identifier was first accepted, and whether this
-// is the first repeat (so the caller reports it once).
-func (s *seenSet) lookup(kind, id string) (file, line int, seen, first bool, err error) {
+// kindBit is the bit of an identifier kind in a device's kinds.
+func kindBit(kind string) uint32 {
+	switch kind {
+	case model.KindEID:
+		return 1
+	case model.KindICCID:
+		return 2
+	case model.KindIMEI:
+		return 4
+	}
+	return 0
+}
+
+// sighting is where a device was first accepted, and which kinds of
+// identifier it had.
+type sighting struct {
+	file, line int
+	kinds      uint32
+	pos        uint32
+}
+
+// lookup returns the first sighting of the device that had the
+// identifier, if any.
+func (s *seenSet) lookup(kind, id string) (sighting, bool, error) {
 	h := s.hash(kind, id)
 	g := s.segment(h)
 	i, v, ok, err := s.find(g, h)
-	if err != nil {
-		return 0, 0, false, false, err
-	}
-	if !ok {
-		s.recent[s.nrecent%len(s.recent)] = probe{h: h, g: g, i: i, ver: g.ver}
-		s.nrecent++
-		return 0, 0, false, false, nil
-	}
-	first = v&reportedBit == 0
-	if first {
-		if err := s.set(g, i, h, v|reportedBit); err != nil {
-			return 0, 0, false, false, err
+	if err != nil || !ok {
+		if err == nil {
+			s.recent[s.nrecent%len(s.recent)] = probe{h: h, g: g, i: i, ver: g.ver}
+			s.nrecent++
 		}
+		return sighting{}, false, err
 	}
-	file, line = s.where(v &^ reportedBit)
-	return file, line, true, first, nil
+	pos := v & maxPos
+	file, line := s.where(pos)
+	return sighting{file: file, line: line, kinds: v >> posBits, pos: pos}, true, nil
 }
 
 // add records the identifiers of one accepted device, first seen at line
@@ -256,20 +273,24 @@ func (s *seenSet) add(ids []model.DeviceID, file, line int) error {
 	}
 	st := s.starts[len(s.starts)-1]
 	pos := int64(st.base) + int64(line)
-	if pos >= reportedBit {
-		// Limitation: past 2^31 lines repeats are no longer detected.
+	if pos > maxPos {
+		// Limitation: past 2^29 lines repeats are no longer detected.
 		return nil
 	}
 	s.next = uint32(pos) + 1
+	var kinds uint32
 	for _, id := range ids {
-		if err := s.insert(s.hash(id.Kind, id.ID), uint32(pos)); err != nil {
+		kinds |= kindBit(id.Kind)
+	}
+	for _, id := range ids {
+		if err := s.insert(s.hash(id.Kind, id.ID), kinds<<posBits|uint32(pos)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *seenSet) insert(h uint64, pos uint32) error {
+func (s *seenSet) insert(h uint64, v uint32) error {
 	for {
 		g := s.segment(h)
 		if g.n >= segMax {
@@ -287,7 +308,7 @@ func (s *seenSet) insert(h uint64, pos uint32) error {
 				return err // found: the same identifier twice in one row
 			}
 		}
-		if err := s.set(g, i, h, pos); err != nil {
+		if err := s.set(g, i, h, v); err != nil {
 			return err
 		}
 		g.n++
@@ -397,16 +418,8 @@ func (s *seenSet) readWhole(g *segment) ([]uint64, []uint32, error) {
 // spillOut writes resident segment g to the spill file, at off when it is
 // not negative and at the file's end otherwise, and frees its memory.
 func (s *seenSet) spillOut(g *segment, off int64) error {
-	if s.spill == nil {
-		f, err := os.CreateTemp(s.spillDir, "tsfallback-dedup-*")
-		if err != nil {
-			return s.spillErr("creating", err)
-		}
-		// Unlinked at once where the platform allows, so that nothing is
-		// left behind even by a killed import; release removes it
-		// elsewhere.
-		_ = os.Remove(f.Name())
-		s.spill = f
+	if err := s.openSpill(); err != nil {
+		return err
 	}
 	if s.whole == nil {
 		s.whole = make([]byte, segBytes)
@@ -415,16 +428,36 @@ func (s *seenSet) spillOut(g *segment, off int64) error {
 		binary.LittleEndian.PutUint64(s.whole[i*slotBytes:], g.keys[i])
 		binary.LittleEndian.PutUint32(s.whole[i*slotBytes+8:], g.vals[i])
 	}
-	if off < 0 {
+	end := off < 0
+	if end {
 		off = s.spillEnd
-		s.spillEnd += segBytes
 	}
 	if _, err := s.spill.WriteAt(s.whole, off); err != nil {
 		return s.spillErr("writing", err)
 	}
+	if end {
+		s.spillEnd += segBytes
+	}
 	g.free()
 	s.resident--
 	g.keys, g.vals, g.free, g.off = nil, nil, nil, off
+	return nil
+}
+
+// openSpill creates the spill file unless it is open. The importer calls
+// it at the start of a run too, to warn early of a directory it cannot use.
+func (s *seenSet) openSpill() error {
+	if s.spill != nil {
+		return nil
+	}
+	f, err := os.CreateTemp(s.spillDir, "tsfallback-dedup-*")
+	if err != nil {
+		return s.spillErr("creating", err)
+	}
+	// Unlinked at once where the platform allows, so that nothing is left
+	// behind even by a killed import; release removes it elsewhere.
+	_ = os.Remove(f.Name())
+	s.spill = f
 	return nil
 }
 

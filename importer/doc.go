@@ -46,10 +46,15 @@
 // likely picked the wrong file, and guessing would send devices to the
 // wrong account. An empty account cell takes Options.Account.
 //
-// A device whose identifier (any of its eid, iccid or imei) was already
-// accepted earlier in the run is a duplicate: it is not published again,
-// it is counted, and the first repeat of each identifier is reported with
-// the line of its first sighting. Duplicates do not change the exit code.
+// A row whose identifiers all belong to one device accepted earlier in the
+// run (the same device again, perhaps with fewer or more cells filled in)
+// is a duplicate: it is not published again, it is counted, and every such
+// row is reported once, with the line of the first sighting. Duplicates do
+// not change the exit code. A row that shares an identifier with an
+// earlier device but gives another value for a kind of identifier that
+// device has, or shares identifiers with two earlier devices, is a
+// conflict: the file gives one identifier to two devices, so the row is
+// rejected (code conflicting_rows) and the first device stands.
 // The check holds at most Config.DedupMemoryMB in memory and spills the
 // rest of its set to an unlinked temporary file (see seenSet), so that
 // memory stays flat whatever the input's size.

@@ -75,6 +75,17 @@ func TestOptionsFiles(t *testing.T) {
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: err = %v", err)
 	}
+	// The same file twice, under two names.
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.csv")
+	if err := os.WriteFile(a, []byte("iccid\n"+iccids[0]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = im.Run(ctx, Options{Files: []string{a, filepath.Join(dir, ".", "a.csv")},
+		Account: acct, DryRun: true}, nil, nil)
+	if !errors.Is(err, ErrOptions) || !strings.Contains(err.Error(), "are the same file") {
+		t.Errorf("the same file twice: err = %v, want ErrOptions", err)
+	}
 }
 
 func TestReasonTexts(t *testing.T) {
@@ -133,7 +144,7 @@ func TestFilesAndReport(t *testing.T) {
 	if report.String() != want {
 		t.Errorf("report:\n%s\nwant:\n%s", report.String(), want)
 	}
-	for _, s := range []string{"run id:      r1", "would publish (dry run): 2 devices in 1 jobs",
+	for _, s := range []string{"run id:      r1", "would publish (dry run): 2 devices in 1 job",
 		"scientific_notation", "duplicates:  1 rows"} {
 		if !strings.Contains(summary.String(), s) {
 			t.Errorf("summary lacks %q:\n%s", s, summary.String())

@@ -94,6 +94,12 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 
 	r := &run{opts: opts, res: &res, seen: newSeenSet(im.cfg.DedupMemoryMB, "")}
 	defer r.seen.release()
+	if err := r.seen.openSpill(); err != nil {
+		// Only a run past the memory budget needs the file; the others
+		// should not fail for it, but the operator hears of it now
+		// rather than halfway through a large file.
+		im.log.Warn("import_spill_unavailable", zap.Error(err))
+	}
 	var payload int64
 	if im.nc != nil {
 		payload = im.nc.MaxPayload()
@@ -126,6 +132,9 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 		zap.Int("job_size", opts.JobSize))
 
 	err = r.all(ctx, stdin, pub)
+	if err != nil {
+		pub.unconfirmed()
+	}
 	res.Seconds = time.Since(start).Seconds()
 	res.DedupSpilledBytes = r.seen.spilledBytes()
 	r.prog.done(&res)
@@ -249,30 +258,84 @@ func (r *run) row(ctx context.Context, file int, h header, rec record) error {
 		return r.rejectRow(rec.line, bad)
 	}
 
-	for _, id := range ids {
-		f, line, seen, first, err := r.seen.lookup(id.Kind, id.ID)
-		if err != nil {
-			return fmt.Errorf("%s line %d: %w", r.files[file], rec.line, err)
-		}
-		if !seen {
-			continue
-		}
+	dup, conflict, err := r.repeat(file, h, rec.line, ids)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s line %d: %w", r.fileName(file), rec.line, err)
+	case conflict != nil:
+		return r.rejectRow(rec.line, []Rejection{*conflict})
+	case dup != nil:
 		r.res.Duplicates++
-		if !first {
-			return nil
-		}
-		where := fmt.Sprintf("line %d", line)
-		if f != file {
-			where = fmt.Sprintf("%s line %d", r.files[f], line)
-		}
-		return r.write(Rejection{Line: rec.line, Column: columnName(h, id.Kind), Value: id.ID,
-			Code: ReasonDuplicate, Reason: fmt.Sprintf("duplicate: the same %s as %s, "+
-				"published once", id.Kind, where)})
+		return r.write(*dup)
 	}
 	if err := r.seen.add(ids, file, rec.line); err != nil {
-		return fmt.Errorf("%s line %d: %w", r.files[file], rec.line, err)
+		return fmt.Errorf("%s line %d: %w", r.fileName(file), rec.line, err)
 	}
 	return r.batch.add(ctx, account, model.Device{DeviceIDs: ids})
+}
+
+// repeat compares a good row with the devices accepted before it. A row
+// whose identifiers all belong to one earlier device is a duplicate of it,
+// also when it fills in a kind of identifier that device lacks. A row that
+// shares an identifier with an earlier device but gives another value for
+// a kind that device has, or that shares identifiers with two devices, is
+// a conflict: the file gives one identifier to two devices, and which row
+// is right cannot be told, so the row is rejected and the first one stands.
+func (r *run) repeat(file int, h header, line int, ids []model.DeviceID) (dup, conflict *Rejection,
+	err error) {
+	var first sighting
+	var firstID model.DeviceID
+	found := false
+	var fresh []model.DeviceID
+	for _, id := range ids {
+		sg, seen, err := r.seen.lookup(id.Kind, id.ID)
+		switch {
+		case err != nil:
+			return nil, nil, err
+		case !seen:
+			fresh = append(fresh, id)
+		case !found:
+			first, firstID, found = sg, id, true
+		case sg.pos != first.pos:
+			return nil, &Rejection{Line: line, Column: columnName(h, id.Kind), Value: id.ID,
+				Code: ReasonConflict, Reason: fmt.Sprintf("conflicting rows: the %s is that of the "+
+					"device of %s, the %s that of the device of %s; not published: %s", firstID.Kind,
+					r.where(file, first), id.Kind, r.where(file, sg), conflictHint)}, nil
+		}
+	}
+	if !found {
+		return nil, nil, nil
+	}
+	for _, id := range fresh {
+		if first.kinds&kindBit(id.Kind) != 0 {
+			return nil, &Rejection{Line: line, Column: columnName(h, id.Kind), Value: id.ID,
+				Code: ReasonConflict, Reason: fmt.Sprintf("conflicting rows: the same %s as %s, "+
+					"another %s; not published: %s", firstID.Kind, r.where(file, first), id.Kind,
+					conflictHint)}, nil
+		}
+	}
+	return &Rejection{Line: line, Column: columnName(h, firstID.Kind), Value: firstID.ID,
+		Code: ReasonDuplicate, Reason: fmt.Sprintf("duplicate: the same %s as %s, published once",
+			firstID.Kind, r.where(file, first))}, nil, nil
+}
+
+const conflictHint = "find out which row is right, then import the fixed rows under a new run id"
+
+// where names a first sighting for a row of file: its line, and its file
+// when that is another.
+func (r *run) where(file int, sg sighting) string {
+	if sg.file == file {
+		return fmt.Sprintf("line %d", sg.line)
+	}
+	return fmt.Sprintf("%s line %d", r.fileName(sg.file), sg.line)
+}
+
+// fileName names file i for people.
+func (r *run) fileName(i int) string {
+	if r.files[i] == StdinName {
+		return "standard input"
+	}
+	return r.files[i]
 }
 
 // account picks the row's account: its cell, else Options.Account.

@@ -170,7 +170,17 @@ func TestImportVariants(t *testing.T) {
 			devs: 1, jobs: 1, rej: 1, codes: map[string]int{ReasonLeadingZeros: 1}},
 		{name: "duplicates", input: "eid,iccid,imei\n" + row(0, ",") + "\n,," + m[0] + "\n" +
 			row(0, ",") + "\n" + row(1, ",") + "\n" + ",," + m[0] + "\n", rows: 5, devs: 2, jobs: 1,
-			dups: 3, lines: []int{3, 4}, codes: map[string]int{}},
+			dups: 3, lines: []int{3, 4, 6}, codes: map[string]int{}},
+		// Line 2 is device 0; 3 repeats it, 4 and 5 share its ICCID with
+		// other EIDs and IMEIs, 6 its EID with another ICCID; 7 gives its
+		// EID alone; 8 is device 4 without an IMEI, 9 fills the IMEI in;
+		// 10 has device 0's EID and device 4's ICCID.
+		{name: "conflicting rows", input: "eid,iccid,imei\n" + row(0, ",") + "\n" + row(0, ",") +
+			"\n" + e[1] + "," + c[0] + "," + m[1] + "\n" + e[2] + "," + c[0] + "," + m[2] + "\n" +
+			e[0] + "," + c[9] + "," + m[9] + "\n" + e[0] + ",,\n" + e[4] + "," + c[4] + ",\n" +
+			row(4, ",") + "\n" + e[0] + "," + c[4] + ",\n",
+			rows: 9, devs: 2, jobs: 1, rej: 4, dups: 3, lines: []int{3, 4, 5, 6, 7, 9, 10},
+			codes: map[string]int{ReasonConflict: 4}},
 		{name: "job size", input: "iccid\n" + strings.Join(iccids[:5], "\n") + "\n",
 			opts: Options{JobSize: 2}, rows: 5, devs: 5, jobs: 3},
 		{name: "long line", input: "iccid\n" + strings.Repeat("9", MaxLineBytes+10) + "\n" + c[0] + "\n",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/tsfallback/tsfallback/model"
@@ -95,6 +96,9 @@ func (o Options) validate() error {
 	if stdin > 1 {
 		return fmt.Errorf("%w: standard input (%q) given %d times", ErrOptions, StdinName, stdin)
 	}
+	if err := sameFiles(o.Files); err != nil {
+		return err
+	}
 	if o.JobSize < 1 || o.JobSize > MaxJobSize {
 		return fmt.Errorf("%w: job size %d, want 1 to %d", ErrOptions, o.JobSize, MaxJobSize)
 	}
@@ -116,6 +120,29 @@ func (o Options) validate() error {
 	case 0, ',', ';', '\t':
 	default:
 		return fmt.Errorf("%w: separator %q, want comma, semicolon or tab", ErrOptions, o.Separator)
+	}
+	return nil
+}
+
+// sameFiles refuses a file given twice (under any name): all its rows
+// would be duplicates the second time, which is never what was meant.
+func sameFiles(files []string) error {
+	var seen []os.FileInfo
+	var names []string
+	for _, f := range files {
+		if f == StdinName {
+			continue
+		}
+		fi, err := os.Stat(f)
+		if err != nil {
+			continue // reported when the file is opened, in its turn
+		}
+		for i, prev := range seen {
+			if os.SameFile(prev, fi) {
+				return fmt.Errorf("%w: %s and %s are the same file", ErrOptions, names[i], f)
+			}
+		}
+		seen, names = append(seen, fi), append(names, f)
 	}
 	return nil
 }

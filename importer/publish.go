@@ -121,6 +121,15 @@ func (p *publisher) publishDry(ctx context.Context, job model.Job) error {
 	return nil
 }
 
+// unconfirmed counts the jobs sent whose ack has not arrived, after a
+// fatal error.
+func (p *publisher) unconfirmed() {
+	for _, s := range p.inflight {
+		p.res.JobsUnconfirmed++
+		p.res.DevicesUnconfirmed += s.devices
+	}
+}
+
 // reap takes the acks that have already arrived, oldest first, without
 // waiting.
 func (p *publisher) reap() error {

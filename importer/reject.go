@@ -25,6 +25,9 @@ const (
 	ReasonNoAccount       = "no_account"
 	ReasonBadAccount      = "bad_account"
 	ReasonAccountMismatch = "account_mismatch"
+	// ReasonConflict rejects a row that shares an identifier with an
+	// earlier device but not the rest of it.
+	ReasonConflict = "conflicting_rows"
 	// ReasonDuplicate marks report lines of duplicates, which are not
 	// rejections: they count in Result.Duplicates.
 	ReasonDuplicate = "duplicate"

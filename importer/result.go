@@ -38,6 +38,11 @@ type Result struct {
 	FirstJobID string  `json:"firstJobId,omitempty"`
 	LastJobID  string  `json:"lastJobId,omitempty"`
 	Seconds    float64 `json:"seconds"`
+	// JobsUnconfirmed were sent without their ack arriving before a fatal
+	// error ended the run: they may or may not be in the stream (a re-run
+	// with the run id settles it). DevicesUnconfirmed are their devices.
+	JobsUnconfirmed    int `json:"jobsUnconfirmed,omitempty"`
+	DevicesUnconfirmed int `json:"devicesUnconfirmed,omitempty"`
 	// DedupSpilledBytes is what the duplicate check wrote to its
 	// temporary file after it filled its memory budget.
 	DedupSpilledBytes int64 `json:"dedupSpilledBytes,omitempty"`
@@ -63,11 +68,16 @@ func (r Result) WriteSummary(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "run id:      %s\n", r.RunID)
 	fmt.Fprintf(&b, "rows:        %d in %d file(s)\n", r.Rows, r.Files)
-	fmt.Fprintf(&b, "%-12s %d devices in %d jobs", verb+":", r.Devices, r.Jobs)
+	fmt.Fprintf(&b, "%-12s %s in %s", verb+":", plural(r.Devices, "device"), plural(r.Jobs, "job"))
 	if r.FirstJobID != "" {
 		fmt.Fprintf(&b, " (%s .. %s)", r.FirstJobID, r.LastJobID)
 	}
 	b.WriteString("\n")
+	if r.JobsUnconfirmed > 0 {
+		fmt.Fprintf(&b, "unconfirmed: %s (%s) sent, their ack not received: they may be in "+
+			"the stream; re-run with the run id to settle it\n", plural(r.JobsUnconfirmed, "job"),
+			plural(r.DevicesUnconfirmed, "device"))
+	}
 	switch {
 	case r.JobsAlreadyPublished > 0 && r.DryRun:
 		fmt.Fprintf(&b, "already published: %d jobs (by an earlier run with this run id; "+
@@ -97,4 +107,12 @@ func (r Result) WriteSummary(w io.Writer) error {
 	fmt.Fprintf(&b, "seconds:     %.2f (%.0f rows/s)\n", r.Seconds, rate)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// plural writes "1 job", "2 jobs".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
