@@ -61,6 +61,10 @@ type seenSet struct {
 	recent  [4]probe
 	nrecent int
 
+	// err, once set, is returned by every call: a failed split may leave
+	// a segment half written.
+	err error
+
 	starts []fileStart // where each file's positions begin
 	next   uint32      // the position after the last one added
 	n      int         // identifiers held
@@ -124,7 +128,7 @@ func (g *segment) spilled() bool { return g.keys == nil }
 // memory (at least two) and spills the rest to a file in dir ("" for the
 // system's temporary directory).
 func newSeenSet(memoryMB int, dir string) *seenSet {
-	s := &seenSet{maxResident: max(2, memoryMB<<20/segBytes), spillDir: dir}
+	s := &seenSet{maxResident: int(max(2, int64(memoryMB)<<20/segBytes)), spillDir: dir}
 	for i := range s.seeds {
 		s.seeds[i] = maphash.MakeSeed()
 	}
@@ -243,6 +247,9 @@ type sighting struct {
 // lookup returns the first sighting of the device that had the
 // identifier, if any.
 func (s *seenSet) lookup(kind, id string) (sighting, bool, error) {
+	if s.err != nil {
+		return sighting{}, false, s.err
+	}
 	h := s.hash(kind, id)
 	g := s.segment(h)
 	i, v, ok, err := s.find(g, h)
@@ -261,21 +268,26 @@ func (s *seenSet) lookup(kind, id string) (sighting, bool, error) {
 // add records the identifiers of one accepted device, first seen at line
 // of file (files are added in order, lines in increasing order).
 func (s *seenSet) add(ids []model.DeviceID, file, line int) error {
-	if n := len(s.starts); n == 0 || s.starts[n-1].file != file {
+	if s.err != nil {
+		return s.err
+	}
+	n := len(s.starts)
+	newFile := n == 0 || s.starts[n-1].file != file
+	var base int64
+	if newFile {
 		// The next position is the file's first; earlier lines of the
 		// file map below it and are never added.
-		base := int64(s.next) - int64(line)
-		if base < 0 {
-			base = 0
-		}
-		s.starts = append(s.starts, fileStart{first: uint32(base + int64(line)),
-			base: uint32(base), file: file})
+		base = max(0, int64(s.next)-int64(line))
+	} else {
+		base = int64(s.starts[n-1].base)
 	}
-	st := s.starts[len(s.starts)-1]
-	pos := int64(st.base) + int64(line)
+	pos := base + int64(line)
 	if pos > maxPos {
 		// Limitation: past 2^29 lines repeats are no longer detected.
 		return nil
+	}
+	if newFile {
+		s.starts = append(s.starts, fileStart{first: uint32(pos), base: uint32(base), file: file})
 	}
 	s.next = uint32(pos) + 1
 	var kinds uint32
@@ -284,6 +296,7 @@ func (s *seenSet) add(ids []model.DeviceID, file, line int) error {
 	}
 	for _, id := range ids {
 		if err := s.insert(s.hash(id.Kind, id.ID), kinds<<posBits|uint32(pos)); err != nil {
+			s.err = err
 			return err
 		}
 	}
@@ -333,22 +346,13 @@ func (s *seenSet) recentSlot(g *segment, h uint64) (int, bool) {
 // The halves stay in memory while the budget allows and are spilled
 // otherwise.
 func (s *seenSet) split(g *segment) error {
+	wasSpilled := g.spilled()
 	keys, vals := g.keys, g.vals
-	if g.spilled() {
+	if wasSpilled {
 		var err error
 		if keys, vals, err = s.readWhole(g); err != nil {
 			return err
 		}
-	} else {
-		defer func() { g.free(); s.resident-- }()
-	}
-	if g.depth == s.depth {
-		dir := make([]*segment, 2*len(s.dir))
-		for i := range dir {
-			dir[i] = s.dir[i>>1]
-		}
-		s.dir = dir
-		s.depth++
 	}
 	halves := [2]*segment{s.newResident(g.depth + 1), s.newResident(g.depth + 1)}
 	for i, h := range keys {
@@ -366,17 +370,31 @@ func (s *seenSet) split(g *segment) error {
 	// g's memory is not yet given back, so one more than the budget is
 	// resident here at most, or two while a resident g splits.
 	reuse := int64(-1)
-	if g.spilled() {
+	if wasSpilled {
 		reuse = g.off
 	}
 	for _, half := range halves {
-		if s.resident-boolInt(!g.spilled()) <= s.maxResident {
+		if s.resident-boolInt(!wasSpilled) <= s.maxResident {
 			continue
 		}
 		if err := s.spillOut(half, reuse); err != nil {
+			// g stays in the directory, but a spilled g may have been
+			// overwritten by the first half: the caller marks the set
+			// broken either way.
+			for _, h := range halves {
+				s.drop(h)
+			}
 			return err
 		}
 		reuse = -1
+	}
+	if g.depth == s.depth {
+		dir := make([]*segment, 2*len(s.dir))
+		for i := range dir {
+			dir[i] = s.dir[i>>1]
+		}
+		s.dir = dir
+		s.depth++
 	}
 	// The directory entries of g are consecutive; the bit that tells the
 	// halves apart is the next one below g's depth.
@@ -386,7 +404,18 @@ func (s *seenSet) split(g *segment) error {
 			s.dir[i] = halves[i>>shift&1]
 		}
 	}
+	s.drop(g)
 	return nil
+}
+
+// drop gives back the memory of g when it is resident; g is unusable
+// afterwards.
+func (s *seenSet) drop(g *segment) {
+	if g.free != nil {
+		g.free()
+		s.resident--
+	}
+	g.keys, g.vals, g.free = nil, nil, nil
 }
 
 func boolInt(b bool) int {
@@ -438,9 +467,8 @@ func (s *seenSet) spillOut(g *segment, off int64) error {
 	if end {
 		s.spillEnd += segBytes
 	}
-	g.free()
-	s.resident--
-	g.keys, g.vals, g.free, g.off = nil, nil, nil, off
+	s.drop(g)
+	g.off = off
 	return nil
 }
 
@@ -476,12 +504,8 @@ func (s *seenSet) spilledBytes() int64 { return s.spillEnd }
 // release returns the segments' memory and the spill file; the set is
 // unusable afterwards.
 func (s *seenSet) release() {
-	done := map[*segment]bool{}
 	for _, g := range s.dir {
-		if !done[g] && !g.spilled() {
-			done[g] = true
-			g.free()
-		}
+		s.drop(g) // once: drop forgets the memory it gave back
 	}
 	s.dir = nil
 	if s.spill != nil {

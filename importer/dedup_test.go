@@ -228,3 +228,61 @@ func TestSpillDirWarnedEarly(t *testing.T) {
 		t.Errorf("no warning of the spill directory: %v", logs.All())
 	}
 }
+
+// TestSeenSetBrokenAfterFailedSplit: when a split cannot write a half
+// (a full disk), the set returns that error from then on instead of
+// reading a half-written segment, and releasing it is safe.
+func TestSeenSetBrokenAfterFailedSplit(t *testing.T) {
+	s := newSeenSet(0, t.TempDir())
+	var err error
+	i := 0
+	for ; err == nil && s.spill == nil; i++ {
+		err = s.add([]model.DeviceID{testID(model.KindEID, i)}, 0, i+2)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writes at the file's end now fail, as on a full disk.
+	s.spillEnd = 1 << 62
+	for ; err == nil && i < 200000; i++ {
+		err = s.add([]model.DeviceID{testID(model.KindEID, i)}, 0, i+2)
+	}
+	if err == nil || !strings.Contains(err.Error(), "writing its spill file") {
+		t.Fatalf("error %v, want one from a split that could not write", err)
+	}
+	if s.resident > s.maxResident {
+		t.Errorf("%d segments resident after the failure, budget %d", s.resident, s.maxResident)
+	}
+	if _, _, lerr := s.lookup(model.KindEID, testID(model.KindEID, 1).ID); lerr == nil {
+		t.Error("lookup after a failed split: no error")
+	}
+	if aerr := s.add([]model.DeviceID{testID(model.KindIMEI, 1)}, 0, 1<<20); aerr == nil {
+		t.Error("add after a failed split: no error")
+	}
+	s.release()
+}
+
+// TestSeenSetPositionLimit: rows past the position limit are not added,
+// and do not disturb where earlier and later files map.
+func TestSeenSetPositionLimit(t *testing.T) {
+	s := newSeenSet(1, t.TempDir())
+	defer s.release()
+	add := func(kind string, i, file, line int) {
+		if err := s.add([]model.DeviceID{testID(kind, i)}, file, line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(model.KindEID, 1, 0, 2)
+	add(model.KindEID, 2, 1, 3_000_000_000) // past the limit: not held
+	add(model.KindEID, 3, 2, 50)
+	for _, c := range []struct {
+		i, file, line int
+		seen          bool
+	}{{1, 0, 2, true}, {2, 0, 0, false}, {3, 2, 50, true}} {
+		sg, seen, err := s.lookup(model.KindEID, testID(model.KindEID, c.i).ID)
+		if err != nil || seen != c.seen || (seen && (sg.file != c.file || sg.line != c.line)) {
+			t.Errorf("device %d: %+v seen %v err %v, want file %d line %d seen %v", c.i, sg,
+				seen, err, c.file, c.line, c.seen)
+		}
+	}
+}

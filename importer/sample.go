@@ -17,7 +17,7 @@ const serialSpace = 1_000_000_000_000
 // the same for the same seed, for the demo and for benchmarks. It has no
 // account column: the import's account option applies.
 func WriteSample(w io.Writer, n int, seed uint64) error {
-	if n < 0 || n > serialSpace {
+	if n < 0 || int64(n) > serialSpace {
 		return fmt.Errorf("importer: sample of %d devices", n)
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command bench-import measures `tsfallback import` against raw JetStream
 // publishing on the same machine: it imports a generated CSV of -rows
 // devices into a fresh embedded JetStream server, then publishes the very
@@ -11,6 +13,8 @@
 // server's, which stays in this process:
 //
 //	go run ./scripts/bench-import -rows 1000000 -runs 3
+//
+// It reads peak memory the Unix way, so it builds on Unix systems only.
 package main
 
 import (
@@ -206,7 +210,7 @@ func side(dir, mode string, pending int, args ...string) (sample, int, error) {
 		if !ok {
 			return sample{}, 0, errors.New("no peak memory for the child on this platform")
 		}
-		peak = ru.Maxrss
+		peak = int64(ru.Maxrss)
 	}
 	stream, err := bus.JS.Stream(ctx, queue.StreamJobs)
 	if err != nil {
