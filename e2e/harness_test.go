@@ -141,9 +141,26 @@ func startProc(t testing.TB, name, path string, args, env []string, log string) 
 		p.kill()
 		if t.Failed() {
 			t.Logf("--- last lines of %s (%s) ---\n%s", p.name, p.log, tail(p.log, tailLines))
+			keepLog(t, p)
 		}
 	})
 	return p
+}
+
+// keepLog copies a failed test's process log into TSFB_E2E_KEEP_LOGS, when
+// it names a directory, since the test's own directory is removed.
+func keepLog(t testing.TB, p *proc) {
+	dir := os.Getenv("TSFB_E2E_KEEP_LOGS")
+	if dir == "" {
+		return
+	}
+	b, err := os.ReadFile(p.log)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, t.Name()+"-"+p.name+".log"), b, 0o600)
+	}
+	if err != nil {
+		t.Logf("keeping the log of %s: %v", p.name, err)
+	}
 }
 
 // start runs the process (again, after it exited).
