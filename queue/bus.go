@@ -46,6 +46,14 @@ type Bus struct {
 	log *zap.Logger
 }
 
+// PublishAckTimeout bounds the wait for the ack of an asynchronous
+// publish; a publish that times out is retried by its caller under the
+// same message id, which the stream drops if the first one was stored.
+const PublishAckTimeout = 10 * time.Second
+
+// publishAckTimeout is what Open uses; tests shorten it.
+var publishAckTimeout = PublishAckTimeout
+
 // Open connects to cfg.URL (DefaultURL when empty), then creates or updates
 // the streams and buckets. name identifies the connection on the server.
 func Open(ctx context.Context, cfg Config, name string, log *zap.Logger) (*Bus, error) {
@@ -54,7 +62,10 @@ func Open(ctx context.Context, cfg Config, name string, log *zap.Logger) (*Bus, 
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	// Without a timeout, an asynchronous publish whose ack was lost with a
+	// failed-over node would never resolve, and AwaitAck would wait for
+	// its caller's whole deadline.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishAckTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("opening JetStream: %w", err)

@@ -107,3 +107,31 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestLostAckEnds: an asynchronous publish whose ack never comes (a
+// responder that stays silent, as a stream leader lost in a failover)
+// ends with an error after the ack timeout, even under a context without
+// a deadline, instead of holding its caller for ever.
+func TestLostAckEnds(t *testing.T) {
+	defer queue.SetPublishAckTimeout(200 * time.Millisecond)()
+	bus := queuetest.Bus(t)
+	sub, err := bus.NC.SubscribeSync("silent.subject")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	f, err := bus.JS.PublishAsync("silent.subject", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- queue.AwaitAck(context.Background(), f) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("AwaitAck: nil error for an ack that never came")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("AwaitAck still waiting 10s after a 200ms ack timeout")
+	}
+}

@@ -15,6 +15,10 @@ type backoffPolicy struct {
 	attempts int
 	// redeliverBase and redeliverCap bound the delay of a job handed back.
 	redeliverBase, redeliverCap time.Duration
+	// persistAttempt bounds one try of the writes after a submit (see
+	// Worker.persist): a reply lost with a failed-over NATS node would
+	// otherwise hold the try, and the job with it, until persistDeadline.
+	persistAttempt time.Duration
 }
 
 var defaultBackoff = backoffPolicy{
@@ -23,6 +27,8 @@ var defaultBackoff = backoffPolicy{
 	attempts:      5,
 	redeliverBase: 5 * time.Second,
 	redeliverCap:  5 * time.Minute,
+	// As long as JetStream's own default request timeout.
+	persistAttempt: 5 * time.Second,
 }
 
 // retry returns the wait before try number attempt+1 (attempt >= 1).

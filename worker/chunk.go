@@ -264,7 +264,12 @@ func (w *Worker) submit(ctx context.Context, d *delivery, devs []model.Device) (
 // be lost. A key ThingSpace made unusable is not retried.
 func (w *Worker) persist(ctx context.Context, log *zap.Logger, op func(context.Context) error) error {
 	for attempt := 1; ; attempt++ {
-		err := op(ctx)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if w.backoff.persistAttempt > 0 {
+			actx, cancel = context.WithTimeout(ctx, w.backoff.persistAttempt)
+		}
+		err := op(actx)
+		cancel()
 		if err == nil || errors.Is(err, jetstream.ErrInvalidKey) || ctx.Err() != nil {
 			return err
 		}

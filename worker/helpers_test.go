@@ -33,6 +33,8 @@ var fastBackoff = backoffPolicy{
 	attempts:      2,
 	redeliverBase: 10 * time.Millisecond,
 	redeliverCap:  20 * time.Millisecond,
+	// Long enough for a loaded CI machine's NATS round trips.
+	persistAttempt: 2 * time.Second,
 }
 
 // fakeAPI records every request and answers with fn (or a fresh id).
