@@ -338,18 +338,28 @@ func (c *Correlator) handle(ctx context.Context, items []*item) {
 // device.unmatched) and settles their messages. A status for a device that
 // already has its final outcome is dropped: it was overtaken.
 func (c *Correlator) publishOthers(ctx context.Context, events []model.Event, replyTo []string, others []*item) {
+	// Statuses only: an unmatched event has no outcome to be overtaken by.
+	asks := make([]model.Event, len(events))
+	for i, e := range events {
+		if e.Type == model.EventDeviceStatus {
+			asks[i] = e
+		}
+	}
+	done, err := c.tr.HasOutcomes(ctx, asks)
+	if err != nil {
+		// The statuses wait for the next try; the rest goes on.
+		c.log.Warn("outcome_check_failed", zap.Error(err))
+	}
 	keep := events[:0:0]
 	var keepReply []string
 	var keepItems []*item
 	for i, e := range events {
 		if e.Type == model.EventDeviceStatus {
-			done, err := c.tr.HasOutcome(ctx, e)
-			if err != nil {
-				c.log.Warn("outcome_check_failed", zap.Error(err))
+			switch {
+			case err != nil:
 				_ = others[i].msg.NakWithDelay(RetryDelay)
 				continue
-			}
-			if done {
+			case done[i]:
 				counters.staleStatus.Add(1)
 				_ = others[i].msg.Ack()
 				continue

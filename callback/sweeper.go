@@ -245,13 +245,17 @@ func (s *Sweeper) settle(ctx context.Context, requestID string, data []byte, cre
 		return time.Time{}, nil
 	}
 
+	asks := make([]model.Event, len(rec.Devices))
+	for i := range rec.Devices {
+		asks[i] = model.Event{JobID: rec.JobID, RequestID: requestID, Device: &rec.Devices[i]}
+	}
+	done, err := s.tr.HasOutcomes(ctx, asks)
+	if err != nil {
+		return time.Time{}, err
+	}
 	var pending []model.Device
-	for _, d := range rec.Devices {
-		done, err := s.tr.HasOutcome(ctx, model.Event{JobID: rec.JobID, RequestID: requestID, Device: &d})
-		if err != nil {
-			return time.Time{}, err
-		}
-		if !done {
+	for i, d := range rec.Devices {
+		if !done[i] {
 			pending = append(pending, d)
 		}
 	}

@@ -205,3 +205,34 @@ func TestInvalidOutcomeSkipped(t *testing.T) {
 		t.Fatalf("Get unknown: %v", err)
 	}
 }
+
+// TestHasOutcomes answers for many devices at once: the recorded ones,
+// the open ones, another job's same device, and an event without one.
+func TestHasOutcomes(t *testing.T) {
+	_, tr, job := setup(t, 150)
+	ctx := context.Background()
+	var outs []progress.Outcome
+	for i := 0; i < 150; i += 3 {
+		outs = append(outs, outcome(job, i, model.EventDeviceSucceeded, "a"))
+	}
+	if err := tr.Record(ctx, outs); err != nil {
+		t.Fatal(err)
+	}
+	var asks []model.Event
+	for i := range job.Devices {
+		asks = append(asks, model.Event{JobID: job.JobID, Device: &job.Devices[i]})
+	}
+	asks = append(asks, model.Event{JobID: "job-2", Device: &job.Devices[0]}, model.Event{JobID: job.JobID})
+	done, err := tr.HasOutcomes(ctx, asks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range job.Devices {
+		if done[i] != (i%3 == 0) {
+			t.Errorf("device %d: done %v, want %v", i, done[i], i%3 == 0)
+		}
+	}
+	if done[150] || done[151] {
+		t.Errorf("another job's device or no device: %v %v, want false", done[150], done[151])
+	}
+}
