@@ -1,7 +1,6 @@
 package callback
 
 import (
-	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"testing"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/queue"
+	"github.com/tsfallback/tsfallback/queue/queuetest"
 )
 
 const (
@@ -26,18 +26,7 @@ func testConfig() Config {
 }
 
 func streamMsgs(t testing.TB, bus *queue.Bus, name string) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := bus.JS.Stream(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int(info.State.Msgs)
+	return int(queuetest.Count(t, bus, name))
 }
 
 // callbackBody is the documented shape, with the test credentials.

@@ -35,17 +35,7 @@ func (n natsEnv) run(ctx context.Context, stdin string, args ...string) (int, st
 }
 
 func jobMessages(t *testing.T, url string) uint64 {
-	t.Helper()
-	bus := queuetest.Open(t, url)
-	s, err := bus.JS.Stream(context.Background(), queue.StreamJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return queuetest.Count(t, queuetest.Open(t, url), queue.StreamJobs)
 }
 
 func writeFile(t *testing.T, name, content string) string {

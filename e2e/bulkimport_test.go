@@ -50,18 +50,7 @@ func TestBulkImport(t *testing.T) {
 		}
 		return cmd.ProcessState.ExitCode(), string(out)
 	}
-	jobs := func() uint64 {
-		bus := queuetest.Open(t, url)
-		s, err := bus.JS.Stream(context.Background(), queue.StreamJobs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := s.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
+	jobs := func() uint64 { return queuetest.Count(t, queuetest.Open(t, url), queue.StreamJobs) }
 
 	code, out := run()
 	for _, want := range []string{"== total: 2 files: 1 fully published, 1 with rejected rows, 0 failed",

@@ -15,16 +15,7 @@ import (
 )
 
 func streamCount(t *testing.T, bus *queue.Bus) uint64 {
-	t.Helper()
-	st, err := bus.JS.Stream(context.Background(), queue.StreamResults)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return queuetest.Count(t, bus, queue.StreamResults)
 }
 
 // A redelivery long after the stream's duplicate window, of an outcome

@@ -162,16 +162,7 @@ func publish(t *testing.T, bus *queue.Bus, subject string, body any) {
 // jobsLeft is the number of messages still in FALLBACK_JOBS: a work-queue
 // stream drops a message once it is acknowledged or terminated.
 func jobsLeft(t *testing.T, bus *queue.Bus) uint64 {
-	t.Helper()
-	s, err := bus.JS.Stream(context.Background(), queue.StreamJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return queuetest.Count(t, bus, queue.StreamJobs)
 }
 
 func getRecord(t *testing.T, bus *queue.Bus, id string) (model.RequestRecord, bool) {

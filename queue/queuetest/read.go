@@ -25,6 +25,22 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// Count returns how many messages the stream holds now.
+func Count(t testing.TB, bus *queue.Bus, stream string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := bus.JS.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
 // Msgs returns every message now stored in the stream, in order.
 func Msgs(t testing.TB, bus *queue.Bus, stream string) []jetstream.Msg {
 	t.Helper()
