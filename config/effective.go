@@ -12,11 +12,16 @@ import (
 // password of any URL with credentials hidden.
 func Effective(target any) map[string]string {
 	out := map[string]string{}
-	walk(reflect.ValueOf(target), out)
+	eachVar(reflect.ValueOf(target), func(owner reflect.Value, i int, name string) {
+		out[name] = RedactURLs(fmt.Sprint(owner.Field(i).Interface()))
+	})
 	return out
 }
 
-func walk(v reflect.Value, out map[string]string) {
+// eachVar calls fn for every field of v (a struct, or pointers to one)
+// that names a variable, with the struct that holds the field, going into
+// the fields that name none.
+func eachVar(v reflect.Value, fn func(owner reflect.Value, field int, name string)) {
 	for v.Kind() == reflect.Pointer {
 		if v.IsNil() {
 			return
@@ -35,9 +40,9 @@ func walk(v reflect.Value, out map[string]string) {
 		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 		name = strings.TrimSpace(name)
 		if name == "" {
-			walk(v.Field(i), out)
+			eachVar(v.Field(i), fn)
 			continue
 		}
-		out[name] = RedactURLs(fmt.Sprint(v.Field(i).Interface()))
+		fn(v, i, name)
 	}
 }

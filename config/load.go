@@ -85,47 +85,29 @@ func Load(ctx context.Context, l envconfig.Lookuper, target any) error {
 // type; l is the Lookuper target was loaded from.
 func Replaced(target any, l envconfig.Lookuper) map[string]error {
 	out := map[string]error{}
-	replaced(reflect.ValueOf(target), l, out)
-	return out
-}
-
-func replaced(v reflect.Value, l envconfig.Lookuper, out map[string]error) {
-	for v.Kind() == reflect.Pointer {
-		if v.IsNil() {
+	eachVar(reflect.ValueOf(target), func(owner reflect.Value, i int, name string) {
+		def, ok := defaulted(owner)
+		if !ok || reflect.DeepEqual(owner.Field(i).Interface(), def.Field(i).Interface()) {
 			return
 		}
-		v = v.Elem()
-	}
-	if v.Kind() != reflect.Struct {
-		return
-	}
-	var def reflect.Value
-	if m := v.MethodByName("Defaulted"); m.IsValid() && m.Type().NumIn() == 0 &&
-		m.Type().NumOut() == 1 && m.Type().Out(0) == v.Type() {
-		def = m.Call(nil)[0]
-	}
-	t := v.Type()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		name = strings.TrimSpace(name)
-		if name == "" {
-			replaced(v.Field(i), l, out)
-			continue
-		}
-		if !def.IsValid() || reflect.DeepEqual(v.Field(i).Interface(), def.Field(i).Interface()) {
-			continue
-		}
 		if _, set := l.Lookup(name); !set {
-			continue
+			return
 		}
 		out[name] = fmt.Errorf("%s: %v is not a setting of its own: it would be replaced by %v, "+
 			"the default; leave the variable unset for the default, or give a value in range", name,
-			v.Field(i).Interface(), def.Field(i).Interface())
+			owner.Field(i).Interface(), def.Field(i).Interface())
+	})
+	return out
+}
+
+// defaulted returns v.Defaulted() when v has that method returning its
+// own type.
+func defaulted(v reflect.Value) (reflect.Value, bool) {
+	m := v.MethodByName("Defaulted")
+	if !m.IsValid() || m.Type().NumIn() != 0 || m.Type().NumOut() != 1 || m.Type().Out(0) != v.Type() {
+		return reflect.Value{}, false
 	}
+	return m.Call(nil)[0], true
 }
 
 // renameField turns go-envconfig's "Field: reason" (or, for nested
