@@ -61,6 +61,11 @@ type seenSet struct {
 	recent  [4]probe
 	nrecent int
 
+	// extra holds the kinds of identifier that later rows added to a
+	// device (see alias), by position. Such rows are rare, so a map does;
+	// a file made of nothing else would grow it by about 50 bytes a row.
+	extra map[uint32]uint32
+
 	// err, once set, is returned by every call: a failed split may leave
 	// a segment half written.
 	err error
@@ -262,7 +267,32 @@ func (s *seenSet) lookup(kind, id string) (sighting, bool, error) {
 	}
 	pos := v & maxPos
 	file, line := s.where(pos)
-	return sighting{file: file, line: line, kinds: v >> posBits, pos: pos}, true, nil
+	return sighting{file: file, line: line, kinds: v>>posBits | s.extra[pos], pos: pos}, true, nil
+}
+
+// alias records identifiers that a later row gave a device already held
+// (at pos), of kinds the device did not have: from then on they find that
+// device too, so that a row with one of them alone is a duplicate, and one
+// that gives such a kind another value is a conflict.
+func (s *seenSet) alias(ids []model.DeviceID, pos uint32) error {
+	if s.err != nil {
+		return s.err
+	}
+	var kinds uint32
+	for _, id := range ids {
+		kinds |= kindBit(id.Kind)
+	}
+	if s.extra == nil {
+		s.extra = map[uint32]uint32{}
+	}
+	s.extra[pos] |= kinds
+	for _, id := range ids {
+		if err := s.insert(s.hash(id.Kind, id.ID), kinds<<posBits|pos); err != nil {
+			s.err = err
+			return err
+		}
+	}
+	return nil
 }
 
 // add records the identifiers of one accepted device, first seen at line

@@ -50,7 +50,10 @@
 // run (the same device again, perhaps with fewer or more cells filled in)
 // is a duplicate: it is not published again, it is counted, and every such
 // row is reported once, with the line of the first sighting. Duplicates do
-// not change the exit code. A row that shares an identifier with an
+// not change the exit code. A duplicate that fills in a kind of identifier
+// the device lacked does not send it (the device went out as first seen),
+// but from then on that identifier stands for the device: a later row
+// with it alone is a duplicate too, not a second device. A row that shares an identifier with an
 // earlier device but gives another value for a kind of identifier that
 // device has, or shares identifiers with two earlier devices, is a
 // conflict: the file gives one identifier to two devices, so the row is

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -314,9 +315,24 @@ func (r *run) repeat(file int, h header, line int, ids []model.DeviceID) (dup, c
 					conflictHint)}, nil
 		}
 	}
+	reason := fmt.Sprintf("duplicate: the same %s as %s, published once", firstID.Kind,
+		r.where(file, first))
+	if len(fresh) > 0 {
+		// The row fills in kinds the device lacked: they are that
+		// device's from now on, so that a later row with one of them is
+		// not published as a device of its own.
+		if err := r.seen.alias(fresh, first.pos); err != nil {
+			return nil, nil, err
+		}
+		var kinds []string
+		for _, id := range fresh {
+			kinds = append(kinds, id.Kind)
+		}
+		reason += fmt.Sprintf(" with that row's identifiers; this row's %s is not sent, and is "+
+			"taken as that device's", strings.Join(kinds, " and "))
+	}
 	return &Rejection{Line: line, Column: columnName(h, firstID.Kind), Value: firstID.ID,
-		Code: ReasonDuplicate, Reason: fmt.Sprintf("duplicate: the same %s as %s, published once",
-			firstID.Kind, r.where(file, first))}, nil, nil
+		Code: ReasonDuplicate, Reason: reason}, nil, nil
 }
 
 const conflictHint = "find out which row is right, then import the fixed rows under a new run id"

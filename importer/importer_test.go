@@ -181,6 +181,15 @@ func TestImportVariants(t *testing.T) {
 			row(4, ",") + "\n" + e[0] + "," + c[4] + ",\n",
 			rows: 9, devs: 2, jobs: 1, rej: 4, dups: 3, lines: []int{3, 4, 5, 6, 7, 9, 10},
 			codes: map[string]int{ReasonConflict: 4}},
+		// Line 2 is an IMEI alone; 3 fills in an EID for it, which 4
+		// contradicts and 5 repeats alone. Line 6 is device 1 without an
+		// IMEI, 7 fills one in through its ICCID, and 8 gives its EID
+		// another IMEI.
+		{name: "rows that fill in", input: "eid,iccid,imei\n,," + m[4] + "\n" + e[5] + ",," + m[4] +
+			"\n" + e[6] + ",," + m[4] + "\n" + e[5] + ",,\n" + e[1] + "," + c[1] + ",\n," + c[1] +
+			"," + m[9] + "\n" + e[1] + ",," + m[7] + "\n",
+			rows: 7, devs: 2, jobs: 1, rej: 2, dups: 3, lines: []int{3, 4, 5, 7, 8},
+			codes: map[string]int{ReasonConflict: 2}},
 		{name: "job size", input: "iccid\n" + strings.Join(iccids[:5], "\n") + "\n",
 			opts: Options{JobSize: 2}, rows: 5, devs: 5, jobs: 3},
 		{name: "long line", input: "iccid\n" + strings.Repeat("9", MaxLineBytes+10) + "\n" + c[0] + "\n",
