@@ -197,3 +197,21 @@ func TestImportCommandFatal(t *testing.T) {
 		})
 	}
 }
+
+// TestImportReportIsNoInput: a --report that names an input file would
+// empty it before it is read; it is refused, and the file is untouched.
+func TestImportReportIsNoInput(t *testing.T) {
+	env := newNatsEnv("nats://127.0.0.1:1")
+	input := sampleCSV(t, 3)
+	in := writeFile(t, "in.csv", input)
+	for _, report := range []string{in, "-"} {
+		code, _, errOut := env.run(context.Background(), "", "import", "--account", testAccount,
+			"--dry-run", "--quiet", "--report", report, in)
+		if code != ExitUsage || !strings.Contains(errOut, "--report") {
+			t.Errorf("--report %s: exit %d, want %d naming --report:\n%s", report, code, ExitUsage, errOut)
+		}
+	}
+	if b, err := os.ReadFile(in); err != nil || string(b) != input {
+		t.Fatalf("the input after the refused runs: %q, %v", b, err)
+	}
+}

@@ -49,6 +49,9 @@ func runImport(ctx context.Context, env Env, args []string) error {
 		o.Progress = env.Stderr
 	}
 	if report != "" {
+		if err := reportIsNoInput(report, files); err != nil {
+			return err
+		}
 		f, err := os.Create(report)
 		if err != nil {
 			return usageErr("--report: %v", err)
@@ -114,6 +117,25 @@ func runImporter(ctx context.Context, nc *nats.Conn, cfg importer.Config, o impo
 		return importer.Result{}, usageErr("%v", err)
 	}
 	return im.Run(ctx, o, env.Stdin, env.Stdout)
+}
+
+// reportIsNoInput refuses a --report path that would overwrite one of the
+// input files before it is read, and "-", which names standard input
+// among the files but would be a file called "-" here.
+func reportIsNoInput(report string, files []string) error {
+	if report == importer.StdinName {
+		return usageErr("--report: give a file name (standard output carries the summary)")
+	}
+	rfi, err := os.Stat(report)
+	if err != nil {
+		return nil // a new file cannot be an input
+	}
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && os.SameFile(rfi, fi) {
+			return usageErr("--report %s is the input file %s: it would be overwritten", report, f)
+		}
+	}
+	return nil
 }
 
 func rows(n int) string {

@@ -37,10 +37,10 @@ func TestBulkImport(t *testing.T) {
 	write("b.csv", 120, 2, ",8.9148E+19,\n") // one damaged row
 	write("notes.txt", 5, 3, "")             // not a CSV: not imported
 
-	run := func() (int, string) {
+	run := func(acct string) (int, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "bash", "../scripts/bulk-import", "--account", account,
+		cmd := exec.CommandContext(ctx, "bash", "../scripts/bulk-import", "--account", acct,
 			"--job-size", "100", dir)
 		cmd.Env = append(os.Environ(), "TSFALLBACK="+bin.tsfallback, "TSFB_NATS_URL="+url)
 		out, err := cmd.CombinedOutput()
@@ -52,7 +52,7 @@ func TestBulkImport(t *testing.T) {
 	}
 	jobs := func() uint64 { return queuetest.Count(t, queuetest.Open(t, url), queue.StreamJobs) }
 
-	code, out := run()
+	code, out := run(account)
 	for _, want := range []string{"== total: 2 files: 1 fully published, 1 with rejected rows, 0 failed",
 		"rows 371, published 370 devices in 5 jobs (0 jobs already in the stream), rejected 1 rows"} {
 		if !strings.Contains(out, want) {
@@ -66,10 +66,16 @@ func TestBulkImport(t *testing.T) {
 		t.Errorf("report of the rejected row: %v", err)
 	}
 
-	code, out = run()
+	code, out = run(account)
 	if !strings.Contains(out, "published 370 devices in 5 jobs (5 jobs already in the stream)") ||
 		code != 1 || jobs() != 5 {
 		t.Fatalf("second run: exit %d, %d jobs in the stream, want 1 and 5 (all already there)\n%s",
 			code, jobs(), out)
+	}
+
+	// The same files for another account are other runs, not a reuse.
+	code, out = run("0000654321-00002")
+	if !strings.Contains(out, "1 with rejected rows, 0 failed") || code != 1 || jobs() != 10 {
+		t.Fatalf("another account: exit %d, %d jobs in the stream, want 1 and 10\n%s", code, jobs(), out)
 	}
 }
