@@ -143,7 +143,7 @@ func demo(ctx context.Context, env Env, s Settings, o demoOptions, log *zap.Logg
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	}()
-	s.Queue = queue.Config{URL: url}
+	s.Queue = queue.Config{URL: url}.Defaulted()
 	bus, err := queue.Open(ctx, s.Queue, "tsfallback-demo", log)
 	if err != nil {
 		return sum, err
@@ -182,6 +182,11 @@ func demo(ctx context.Context, env Env, s Settings, o demoOptions, log *zap.Logg
 	s.Callback.Addr = "127.0.0.1:0"
 	s.Callback.Username, s.Callback.Password = "tsfallback-demo", config.Secret(cbPassword)
 	s.Callback.UnmatchedWait = 10 * time.Second
+	// The same checks as serve's, on what the demo runs with: a setting
+	// that serve would refuse must not make the demo fail every request.
+	if err := validateFor(s, allRoles); err != nil {
+		return sum, usageErr("%v", err)
+	}
 
 	// Roles run until the results are in.
 	rolesCtx, stopRoles := context.WithCancel(ctx)

@@ -456,3 +456,15 @@ func TestServeStopsRolesWhenOneCannotStart(t *testing.T) {
 		t.Fatal("serve did not return after a role failed to start")
 	}
 }
+
+// TestDemoRefusesWhatServeRefuses: a chunk larger than the API takes made
+// every request of the demo fail while serve refused it at start-up.
+func TestDemoRefusesWhatServeRefuses(t *testing.T) {
+	errOut := &syncBuffer{}
+	env := Env{Lookup: envconfig.MapLookuper(map[string]string{"TSFB_CHUNK_SIZE": "500"}),
+		Stdin: strings.NewReader(""), Stdout: &syncBuffer{}, Stderr: errOut}
+	code := Main(context.Background(), []string{"demo", "--devices", "10"}, env)
+	if code != ExitUsage || !strings.Contains(errOut.String(), "TSFB_CHUNK_SIZE") {
+		t.Fatalf("demo exit %d, want %d naming TSFB_CHUNK_SIZE:\n%s", code, ExitUsage, errOut)
+	}
+}

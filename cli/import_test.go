@@ -83,7 +83,7 @@ func TestImportCommand(t *testing.T) {
 	// The same run id again adds nothing: the stream drops the repeats.
 	code, out, _ = env.run(ctx, "", "import", "--account", testAccount, "--job-size", "100",
 		"--run-id", "cli1", "--quiet", good)
-	if code != ExitOK || !strings.Contains(out, "already in the stream: 3 jobs") {
+	if code != ExitOK || !strings.Contains(out, "published before: 3 of these jobs") {
 		t.Fatalf("re-run exit %d, want 0 and 3 jobs already published:\n%s", code, out)
 	}
 	if n := jobMessages(t, url); n != 3 {
@@ -103,7 +103,7 @@ func TestImportCommand(t *testing.T) {
 	// A dry run of a used run id says what a real run would find.
 	code, out, _ = env.run(ctx, "", "import", good, "--account", testAccount,
 		"--job-size", "100", "--run-id", "cli1", "--dry-run", "--quiet")
-	if code != ExitOK || !strings.Contains(out, "already published: 3 jobs") {
+	if code != ExitOK || !strings.Contains(out, "published before: 3 of these jobs") {
 		t.Fatalf("dry run of run cli1 exit %d, want 0 and 3 jobs already published:\n%s", code, out)
 	}
 	code, _, errOut = env.run(ctx, "", "import", good, "--account", testAccount,

@@ -67,8 +67,8 @@ func runImport(ctx context.Context, env Env, args []string) error {
 		// Jobs as large as the workers take, not a fixed default.
 		o.JobSize = s.Worker.MaxJobDevices
 	}
-	if limit := s.Worker.MaxJobDevices; o.JobSize > limit {
-		return usageErr("--job-size %d is above TSFB_MAX_JOB_DEVICES (%d): the workers would reject every job", o.JobSize, limit)
+	if limit := s.Worker.MaxJobDevices; o.JobSize < 1 || o.JobSize > limit {
+		return usageErr("--job-size %d: want 1 to TSFB_MAX_JOB_DEVICES (%d), the most the workers take", o.JobSize, limit)
 	}
 	log, err := newLogger(s.Log, env.Stderr, "warn")
 	if err != nil {

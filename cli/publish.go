@@ -61,7 +61,7 @@ func runPublish(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("encoding job: %w", err)
 	}
-	if err := queue.RecordJob(ctx, bus.Runs, job.JobID, body); errors.Is(err, queue.ErrJobIDReused) {
+	if _, err := queue.RecordJob(ctx, bus.Runs, job.JobID, body); errors.Is(err, queue.ErrJobIDReused) {
 		return &exitError{code: ExitPartial, err: fmt.Errorf("job id %s was published before with other devices; "+
 			"nothing was published: use a new job id", job.JobID)}
 	} else if err != nil {

@@ -65,6 +65,10 @@ func New(nc *nats.Conn, cfg Config, log *zap.Logger) (*Importer, error) {
 	return im, nil
 }
 
+// settleWait is how long a run that failed still takes the acks of the
+// jobs it sent, before it counts the rest as unconfirmed.
+const settleWait = 2 * time.Second
+
 // run is the state of one Run.
 type run struct {
 	opts   Options
@@ -134,12 +138,12 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 
 	err = r.all(ctx, stdin, pub)
 	if err != nil {
-		pub.unconfirmed()
+		pub.settle(settleWait)
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.DedupSpilledBytes = r.seen.spilledBytes()
 	r.prog.done(&res)
-	if err != nil && !opts.DryRun && r.batch.n > 0 {
+	if err != nil && !opts.DryRun && r.batch.n > 0 && !errors.Is(err, ErrRunReused) {
 		err = fmt.Errorf("%w (run id %s: re-run with it to publish the rest; jobs "+
 			"already published are not repeated)", err, opts.RunID)
 	}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,5 +148,34 @@ func BenchmarkImport(b *testing.B) {
 			}
 			b.ReportMetric(float64(rows)/time.Since(start).Seconds(), "rows/s")
 		})
+	}
+}
+
+// TestFailedRunCountsWhatWasPublished: a run that stops half way (here its
+// duplicate check cannot spill) still takes the acks of the jobs it sent,
+// so its result counts every job in the stream, and only jobs whose ack
+// really is missing as unconfirmed.
+func TestFailedRunCountsWhatWasPublished(t *testing.T) {
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "missing"))
+	bus := queuetest.Bus(t)
+	im, err := New(bus.NC, Config{DedupMemoryMB: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sample bytes.Buffer
+	if err := WriteSample(&sample, 40000, 5); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := im.Run(ctx, Options{Files: []string{StdinName}, Account: acct, RunID: "half"},
+		bytes.NewReader(sample.Bytes()), nil)
+	if err == nil || !strings.Contains(err.Error(), "spill file") {
+		t.Fatalf("err = %v, want the spill failure", err)
+	}
+	stored := queuetest.Count(t, bus, queue.StreamJobs)
+	if res.Jobs == 0 || uint64(res.Jobs) > stored || stored > uint64(res.Jobs+res.JobsUnconfirmed) {
+		t.Errorf("stream holds %d jobs; result: %d published, %d unconfirmed", stored, res.Jobs,
+			res.JobsUnconfirmed)
 	}
 }

@@ -53,7 +53,7 @@ func TestRunIDReusedForOtherInput(t *testing.T) {
 		t.Fatalf("same input again: %+v, %v", res, err)
 	}
 	_, err = run(500)
-	if !errors.Is(err, ErrRunReused) {
+	if !errors.Is(err, ErrRunReused) || strings.Contains(err.Error(), "re-run with it") {
 		t.Fatalf("other job size: got %v, want ErrRunReused", err)
 	}
 	stream, err := bus.JS.Stream(ctx, queue.StreamJobs)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +22,10 @@ type sent struct {
 	jobID   string
 	devices int
 	ack     jetstream.PubAckFuture
+	// before: the manifest had the job from an earlier run with the run
+	// id, so it is not new even when the stream takes it as new (after
+	// its duplicate window; the workers' journal skips it then).
+	before bool
 }
 
 // publisher publishes jobs asynchronously and checks every ack in order.
@@ -47,20 +52,20 @@ var ErrRunReused = errors.New("importer: run id used before for other devices")
 // content: the stream (inside its duplicate window) or the workers'
 // journal (after it) would keep the old devices and silently drop the new
 // ones. A re-run of the same input and job size finds the same digest.
-func (p *publisher) checkManifest(ctx context.Context, jobID string, body []byte) error {
+func (p *publisher) checkManifest(ctx context.Context, jobID string, body []byte) (bool, error) {
 	if p.runs == nil {
-		return nil
+		return false, nil
 	}
-	err := queue.RecordJob(ctx, p.runs, jobID, body)
+	before, err := queue.RecordJob(ctx, p.runs, jobID, body)
 	switch {
 	case errors.Is(err, queue.ErrJobIDReused):
-		return fmt.Errorf("%w: job %s was published before with other devices (the input or --job-size "+
+		return false, fmt.Errorf("%w: job %s was published before with other devices (the input or --job-size "+
 			"changed since the first run with this run id); nothing of it was published now: "+
 			"use a new --run-id for changed input", ErrRunReused, jobID)
 	case err != nil:
-		return fmt.Errorf("%w: %w", ErrPublish, err)
+		return false, fmt.Errorf("%w: %w", ErrPublish, err)
 	}
-	return nil
+	return before, nil
 }
 
 func (p *publisher) publish(ctx context.Context, job model.Job) error {
@@ -75,7 +80,8 @@ func (p *publisher) publish(ctx context.Context, job model.Job) error {
 		return fmt.Errorf("%w: job %s is %d bytes, over the server's limit of %d; "+
 			"use a smaller job size", ErrPublish, job.JobID, len(data), p.maxPayload)
 	}
-	if err := p.checkManifest(ctx, job.JobID, data); err != nil {
+	before, err := p.checkManifest(ctx, job.JobID, data)
+	if err != nil {
 		return err
 	}
 	msg := nats.NewMsg(queue.JobSubject(job.AccountName))
@@ -91,7 +97,8 @@ func (p *publisher) publish(ctx context.Context, job model.Job) error {
 	if err != nil {
 		return fmt.Errorf("%w: job %s: %w", ErrPublish, job.JobID, err)
 	}
-	p.inflight = append(p.inflight, sent{jobID: job.JobID, devices: len(job.Devices), ack: f})
+	p.inflight = append(p.inflight, sent{jobID: job.JobID, devices: len(job.Devices), ack: f,
+		before: before})
 	return p.reap()
 }
 
@@ -121,12 +128,29 @@ func (p *publisher) publishDry(ctx context.Context, job model.Job) error {
 	return nil
 }
 
-// unconfirmed counts the jobs sent whose ack has not arrived, after a
-// fatal error.
-func (p *publisher) unconfirmed() {
-	for _, s := range p.inflight {
-		p.res.JobsUnconfirmed++
-		p.res.DevicesUnconfirmed += s.devices
+// settle runs after a fatal error: it takes the acks that arrive within
+// d, and counts the jobs without one (their ack failed or did not come) as
+// unconfirmed.
+func (p *publisher) settle(d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for len(p.inflight) > 0 {
+		s := p.inflight[0]
+		select {
+		case a := <-s.ack.Ok():
+			p.pop(s, a)
+			continue
+		case <-s.ack.Err():
+			p.failed(s)
+			continue
+		case <-timer.C:
+			for _, s := range p.inflight {
+				p.res.JobsUnconfirmed++
+				p.res.DevicesUnconfirmed += s.devices
+			}
+			p.inflight = nil
+			return
+		}
 	}
 }
 
@@ -139,6 +163,7 @@ func (p *publisher) reap() error {
 		case a := <-s.ack.Ok():
 			p.pop(s, a)
 		case err := <-s.ack.Err():
+			p.failed(s)
 			return fmt.Errorf("%w: job %s: %w", ErrPublish, s.jobID, err)
 		default:
 			return nil
@@ -156,6 +181,7 @@ func (p *publisher) waitOldest(ctx context.Context) error {
 		p.pop(s, a)
 		return nil
 	case err := <-s.ack.Err():
+		p.failed(s)
 		return fmt.Errorf("%w: job %s: %w", ErrPublish, s.jobID, err)
 	case <-ctx.Done():
 		return fmt.Errorf("%w: waiting for the ack of job %s: %w", ErrPublish, s.jobID, ctx.Err())
@@ -172,10 +198,19 @@ func (p *publisher) drain(ctx context.Context) error {
 	return nil
 }
 
+// failed takes the oldest publish, whose ack failed, as unconfirmed: the
+// error may have come after the stream stored it.
+func (p *publisher) failed(s sent) {
+	p.inflight[0] = sent{}
+	p.inflight = p.inflight[1:]
+	p.res.JobsUnconfirmed++
+	p.res.DevicesUnconfirmed += s.devices
+}
+
 func (p *publisher) pop(s sent, a *jetstream.PubAck) {
 	p.inflight[0] = sent{}
 	p.inflight = p.inflight[1:]
-	p.acked(s.jobID, s.devices, a.Duplicate)
+	p.acked(s.jobID, s.devices, a.Duplicate || s.before)
 }
 
 func (p *publisher) acked(jobID string, devices int, dup bool) {

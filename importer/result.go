@@ -26,8 +26,9 @@ type Result struct {
 	// would have been published).
 	Devices int `json:"devices"`
 	Jobs    int `json:"jobs"`
-	// JobsAlreadyPublished were acknowledged as duplicates by the stream:
-	// the same job id was published shortly before (a re-run).
+	// JobsAlreadyPublished, among Jobs, were published before by an
+	// earlier run with the run id (the manifest has them, or the stream
+	// took them as duplicates): a re-run, which submits nothing twice.
 	JobsAlreadyPublished int `json:"jobsAlreadyPublished"`
 	// Rejected counts rejected rows; Rejections counts their problems by
 	// reason code (a row may have several).
@@ -78,13 +79,9 @@ func (r Result) WriteSummary(w io.Writer) error {
 			"the stream; re-run with the run id to settle it\n", plural(r.JobsUnconfirmed, "job"),
 			plural(r.DevicesUnconfirmed, "device"))
 	}
-	switch {
-	case r.JobsAlreadyPublished > 0 && r.DryRun:
-		fmt.Fprintf(&b, "already published: %d jobs (by an earlier run with this run id; "+
-			"a real run submits them no second time)\n", r.JobsAlreadyPublished)
-	case r.JobsAlreadyPublished > 0:
-		fmt.Fprintf(&b, "already in the stream: %d jobs (same run id published before)\n",
-			r.JobsAlreadyPublished)
+	if r.JobsAlreadyPublished > 0 {
+		fmt.Fprintf(&b, "published before: %d of these jobs (by an earlier run with this run id; "+
+			"nothing is submitted twice)\n", r.JobsAlreadyPublished)
 	}
 	fmt.Fprintf(&b, "rejected:    %d rows\n", r.Rejected)
 	codes := make([]string, 0, len(r.Rejections))

@@ -20,25 +20,26 @@ var ErrJobIDReused = errors.New("queue: job id published before with other conte
 // published before with another body: inside the stream's duplicate window
 // the new job would be dropped as a duplicate, and after it the workers'
 // journal would refuse it, so the producer must hear it now. The same body
-// again finds the same digest and passes.
-func RecordJob(ctx context.Context, runs jetstream.KeyValue, jobID string, body []byte) error {
+// again finds the same digest and passes, reporting that it was recorded
+// before: a re-run, which the stream or the workers' journal drops.
+func RecordJob(ctx context.Context, runs jetstream.KeyValue, jobID string, body []byte) (bool, error) {
 	sum := sha256.Sum256(body)
 	digest := []byte(hex.EncodeToString(sum[:]))
 	_, err := runs.Create(ctx, jobID, digest)
 	if err == nil {
-		return nil
+		return false, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("recording job %s: %w", jobID, err)
+		return false, fmt.Errorf("recording job %s: %w", jobID, err)
 	}
 	e, err := runs.Get(ctx, jobID)
 	if err != nil {
-		return fmt.Errorf("reading the record of job %s: %w", jobID, err)
+		return false, fmt.Errorf("reading the record of job %s: %w", jobID, err)
 	}
 	if !bytes.Equal(e.Value(), digest) {
-		return fmt.Errorf("%w: %s", ErrJobIDReused, jobID)
+		return false, fmt.Errorf("%w: %s", ErrJobIDReused, jobID)
 	}
-	return nil
+	return true, nil
 }
 
 // CheckJob is RecordJob without the write, for a dry run: it reports
