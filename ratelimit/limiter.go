@@ -60,6 +60,15 @@ type Limiter struct {
 	lastAsk time.Time
 	// wake tells the membership that Wait was called.
 	wake chan struct{}
+	// idleAfter is the membership's (0 without one). wokeAt is when this
+	// process last asked for a token after an idle spell: for settle
+	// after it, it shares the budget with every member, busy or idle.
+	// The others may have woken at the same moment (after a NATS outage
+	// every worker idles, then all resume at once), each seeing the rest
+	// idle; taking only the busy count's share then sent the budget
+	// several times over for a heartbeat and earned a 429.
+	idleAfter, settle time.Duration
+	wokeAt            time.Time
 	// pausedUntil ends the current (or last) pause; the ramp starts there.
 	pausedUntil time.Time
 	// rampStart and ramp shape the climb after the pause: a pause that
@@ -113,6 +122,11 @@ func newLimiter(ctx context.Context, cfg Config, workers jetstream.KeyValue, id 
 			return nil, err
 		}
 		l.mb = mb
+		l.mu.Lock()
+		// Long enough for the others to hear that this process is busy
+		// again, and for it to hear whether they are.
+		l.idleAfter, l.settle = tm.idleAfter, tm.heartbeat
+		l.mu.Unlock()
 	}
 	l.mu.Lock()
 	l.applyLocked(time.Now())
@@ -134,8 +148,17 @@ func (l *Limiter) Wait(ctx context.Context) error {
 // once instead. A longest of 0 or less waits out any pause, like Wait.
 func (l *Limiter) WaitUpTo(ctx context.Context, longest time.Duration) error {
 	l.mu.Lock()
+	now := time.Now()
+	if l.idleAfter > 0 && l.waiting == 0 && now.Sub(l.lastAsk) >= l.idleAfter {
+		l.wokeAt = now
+		// Tokens saved up while idle would go out at once, on top of
+		// the others' shares.
+		if n := int(l.local.TokensAt(now)); n > 0 {
+			l.local.AllowN(now, n)
+		}
+	}
 	l.waiting++
-	l.lastAsk = time.Now()
+	l.lastAsk = now
 	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
@@ -305,7 +328,11 @@ func (l *Limiter) applyLocked(now time.Time) {
 		}
 		l.drained = true
 	}
-	lim, burst := share(l.cfg, l.busy, l.pausedUntil, now, l.rampStart, l.ramp)
+	n := l.busy
+	if now.Before(l.wokeAt.Add(l.settle)) {
+		n = l.members
+	}
+	lim, burst := share(l.cfg, n, l.pausedUntil, now, l.rampStart, l.ramp)
 	if l.local.Limit() != lim {
 		l.local.SetLimitAt(now, lim)
 	}

@@ -269,3 +269,54 @@ func TestIdleMemberLeavesItsShare(t *testing.T) {
 		return a.Busy() == 2 && lim == 500 && burst == 5
 	})
 }
+
+// TestWakingTogetherShares: two members idle (as every worker is while
+// NATS is away), then both ask at once. Each sees the other idle, so the
+// busy count alone would give each the whole budget; for a heartbeat
+// after waking each takes a member's share instead.
+func TestWakingTogetherShares(t *testing.T) {
+	bus := queuetest.Bus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tm := fastTiming
+	tm.idleAfter = 200 * time.Millisecond
+	tm.heartbeat = 2 * time.Second // the settle time: longer than the checks below
+	tm.ttl = 6 * time.Second
+	cfg := Config{RPS: 1000, Burst: 10}
+	var ls []*Limiter
+	for _, id := range []string{"a", "b"} {
+		l, err := newLimiter(ctx, cfg, bus.Workers, id, zaptest.NewLogger(t), tm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ls = append(ls, l)
+	}
+	eventually(t, 5*time.Second, "both see two members, and each the other idle", func() bool {
+		for _, l := range ls {
+			l.mu.Lock()
+			l.applyLocked(time.Now())
+			l.mu.Unlock()
+			if l.Members() != 2 || l.Busy() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	// a wakes first: b has not announced itself busy yet, and may be
+	// waking at this very moment on another host.
+	if err := ls[0].Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if lim, _ := ls[0].Limit(); lim != 500 {
+		t.Errorf("a right after waking, b idle: %v a second, want 500", lim)
+	}
+	if err := ls[1].Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range ls {
+		if lim, _ := l.Limit(); lim != 500 {
+			t.Errorf("limiter %d once both woke: %v a second, want 500", i, lim)
+		}
+	}
+}
