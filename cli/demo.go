@@ -344,8 +344,8 @@ func (t *demoTally) fill(s *DemoSummary) {
 }
 
 func printDemo(w io.Writer, s DemoSummary) {
-	fmt.Fprintf(w, "\ntsfallback demo: %d devices in %d jobs, %d API requests at %g requests/s\n",
-		s.Devices, s.Jobs, s.Requests, s.RateRPS)
+	fmt.Fprintf(w, "\ntsfallback demo: %s in %s, %s at %g requests/s\n",
+		plural(s.Devices, "device"), plural(s.Jobs, "job"), plural(s.Requests, "API request"), s.RateRPS)
 	fmt.Fprintf(w, "  succeeded  %d\n  failed     %d\n  timed out  %d\n  unmatched  %d\n",
 		s.Succeeded, s.Failed, s.TimedOut, s.Unmatched)
 	if s.Rejected > 0 {

@@ -138,9 +138,12 @@ func reportIsNoInput(report string, files []string) error {
 	return nil
 }
 
-func rows(n int) string {
+func rows(n int) string { return plural(n, "row") }
+
+// plural writes "1 row", "2 rows".
+func plural(n int, noun string) string {
 	if n == 1 {
-		return "1 row"
+		return "1 " + noun
 	}
-	return fmt.Sprintf("%d rows", n)
+	return fmt.Sprintf("%d %ss", n, noun)
 }

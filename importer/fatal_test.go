@@ -230,7 +230,7 @@ func TestProgressAndCancel(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(prog.String()), "\n")
 	if len(lines) < 2 || !strings.HasPrefix(lines[0], "import: ") ||
-		!strings.Contains(lines[len(lines)-1], "1000 rows, 1000 devices in 1 jobs") {
+		!strings.Contains(lines[len(lines)-1], "1000 rows, 1000 devices in 1 job") {
 		t.Errorf("progress:\n%s", prog.String())
 	}
 

@@ -66,8 +66,9 @@ func (p *progress) print(r *Result, now time.Time) {
 	if secs > 0 {
 		rate = float64(r.Rows) / secs
 	}
-	counts := fmt.Sprintf("%d rows, %d devices in %d jobs, %d rejected, %d duplicates, %.0f rows/s",
-		r.Rows, r.Devices, r.Jobs, r.Rejected, r.Duplicates, rate)
+	counts := fmt.Sprintf("%s, %s in %s, %d rejected, %d duplicates, %.0f rows/s",
+		plural(r.Rows, "row"), plural(r.Devices, "device"), plural(r.Jobs, "job"), r.Rejected,
+		r.Duplicates, rate)
 	if !p.tty {
 		fmt.Fprintf(p.w, "import: %s\n", counts)
 		return
