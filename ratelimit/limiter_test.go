@@ -320,3 +320,41 @@ func TestWakingTogetherShares(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleViewDropsNobody: when the watcher stops delivering (NATS went
+// away, or missed updates after a restart), our own heartbeats stop
+// coming back too. Members heard a moment before our last echo must not
+// be dropped while the view is that stale: this process would take their
+// shares and send over the budget.
+func TestStaleViewDropsNobody(t *testing.T) {
+	l, err := newLimiter(context.Background(), Config{RPS: 30, Burst: 3}, nil, "a",
+		zaptest.NewLogger(t), fastTiming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	m := &membership{l: l, id: "a", tm: fastTiming, log: l.log, seen: map[string]member{}}
+	t0 := time.Now()
+	m.seen["b"] = member{seen: t0}
+	m.seen["c"] = member{seen: t0}
+	m.seen["a"] = member{seen: t0.Add(50 * time.Millisecond)}
+	m.selfSeen = t0.Add(50 * time.Millisecond)
+	m.recount(t0.Add(60 * time.Millisecond))
+	if l.Members() != 3 {
+		t.Fatalf("members %d with a fresh view, want 3", l.Members())
+	}
+	// Just past the TTL for b and c, just inside it for our last echo.
+	m.recount(t0.Add(fastTiming.ttl + 20*time.Millisecond))
+	if l.Members() != 3 {
+		t.Errorf("members %d after the watcher went quiet, want 3 (the last count)", l.Members())
+	}
+	// A fresh echo of our own, with still nothing from b and c: they are
+	// gone.
+	now := t0.Add(fastTiming.ttl + 30*time.Millisecond)
+	m.selfSeen = now
+	m.seen["a"] = member{seen: now}
+	m.recount(now)
+	if l.Members() != 1 {
+		t.Errorf("members %d once our own echo is fresh and b and c stayed silent, want 1", l.Members())
+	}
+}

@@ -196,7 +196,7 @@ func (m *membership) run(ctx context.Context, w jetstream.KeyWatcher) {
 			m.recount(now)
 			// Our own heartbeats not coming back means the watcher is
 			// dead (the bucket was lost, for instance): start another.
-			if w == nil || now.Sub(m.selfSeen) > 2*m.tm.ttl {
+			if w == nil || now.Sub(m.selfSeen) > m.tm.ttl {
 				if w != nil {
 					_ = w.Stop()
 				}
@@ -265,11 +265,20 @@ func (m *membership) handle(e jetstream.KeyValueEntry, now time.Time) {
 	}
 }
 
+// stale is how long our own heartbeat may go unseen before the view is
+// stale: two heartbeats, as the echo of each comes back within a round
+// trip while the watcher works.
+func (m *membership) stale() time.Duration { return min(2*m.tm.heartbeat, m.tm.ttl) }
+
 // recount drops members not heard from within the TTL and sets the share.
 func (m *membership) recount(now time.Time) {
-	if now.Sub(m.selfSeen) > m.tm.ttl {
-		// The view is stale (NATS unreachable?): keep the last count
-		// rather than let every process take the whole budget.
+	if now.Sub(m.selfSeen) > m.stale() {
+		// The view is stale (NATS unreachable, or the watcher missing
+		// updates after a restart): keep the last count rather than let
+		// every process take the whole budget. The bound is our own
+		// heartbeat's echo, not the TTL: with the TTL, others heard just
+		// before our own last echo were dropped a moment before the view
+		// was called stale, and this process took their shares.
 		return
 	}
 	// This process always counts as busy in its own share: it computes
