@@ -271,21 +271,23 @@ func (s *seenSet) lookup(kind, id string) (sighting, bool, error) {
 }
 
 // alias records identifiers that a later row gave a device already held
-// (at pos), of kinds the device did not have: from then on they find that
-// device too, so that a row with one of them alone is a duplicate, and one
-// that gives such a kind another value is a conflict.
-func (s *seenSet) alias(ids []model.DeviceID, pos uint32) error {
+// (at pos, with kinds), of kinds the device did not have: from then on they
+// find that device too, with all its kinds, so that a row with one of them
+// alone is a duplicate, and one that gives any kind the device has another
+// value is a conflict.
+func (s *seenSet) alias(ids []model.DeviceID, pos, had uint32) error {
 	if s.err != nil {
 		return s.err
 	}
-	var kinds uint32
+	var added uint32
 	for _, id := range ids {
-		kinds |= kindBit(id.Kind)
+		added |= kindBit(id.Kind)
 	}
 	if s.extra == nil {
 		s.extra = map[uint32]uint32{}
 	}
-	s.extra[pos] |= kinds
+	s.extra[pos] |= added
+	kinds := had | added
 	for _, id := range ids {
 		if err := s.insert(s.hash(id.Kind, id.ID), kinds<<posBits|pos); err != nil {
 			s.err = err

@@ -325,7 +325,7 @@ func (r *run) repeat(file int, h header, line int, ids []model.DeviceID) (dup, c
 		// The row fills in kinds the device lacked: they are that
 		// device's from now on, so that a later row with one of them is
 		// not published as a device of its own.
-		if err := r.seen.alias(fresh, first.pos); err != nil {
+		if err := r.seen.alias(fresh, first.pos, first.kinds); err != nil {
 			return nil, nil, err
 		}
 		var kinds []string

@@ -190,6 +190,14 @@ func TestImportVariants(t *testing.T) {
 			"," + m[9] + "\n" + e[1] + ",," + m[7] + "\n",
 			rows: 7, devs: 2, jobs: 1, rej: 2, dups: 3, lines: []int{3, 4, 5, 7, 8},
 			codes: map[string]int{ReasonConflict: 2}},
+		// Line 2 is an EID alone, 3 fills in an ICCID; 4 gives that ICCID
+		// another EID (a conflict, though the ICCID's own entry was
+		// written by the fill-in), and 5, that other EID alone, is then a
+		// device of its own.
+		{name: "conflict through a filled-in identifier", input: "eid,iccid\n" + e[0] + ",\n" +
+			e[0] + "," + c[0] + "\n" + e[1] + "," + c[0] + "\n" + e[1] + ",\n",
+			rows: 4, devs: 2, jobs: 1, rej: 1, dups: 1, lines: []int{3, 4},
+			codes: map[string]int{ReasonConflict: 1}},
 		{name: "job size", input: "iccid\n" + strings.Join(iccids[:5], "\n") + "\n",
 			opts: Options{JobSize: 2}, rows: 5, devs: 5, jobs: 3},
 		{name: "long line", input: "iccid\n" + strings.Repeat("9", MaxLineBytes+10) + "\n" + c[0] + "\n",
