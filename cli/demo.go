@@ -175,7 +175,7 @@ func demo(ctx context.Context, env Env, s Settings, o demoOptions, log *zap.Logg
 	s.ThingSpace = thingspace.Config{
 		BaseURL: base, ClientID: scfg.ClientID, ClientSecret: config.Secret(scfg.ClientSecret),
 		Username: scfg.Username, Password: config.Secret(scfg.Password),
-	}.WithDefaults()
+	}.Defaulted()
 	s.Rate.RPS, s.Rate.Burst = o.rateRPS, o.rateBurst
 	s.Worker = s.Worker.Defaulted()
 	s.Callback = s.Callback.Defaulted()

@@ -127,7 +127,7 @@ func startE2E(t *testing.T, tune func(*sim.Config)) *e2eStack {
 		return resp.StatusCode == http.StatusOK
 	})
 	client, err := thingspace.New(thingspace.Config{BaseURL: base, ClientID: scfg.ClientID,
-		ClientSecret: config.Secret(scfg.ClientSecret), Username: scfg.Username, Password: config.Secret(scfg.Password)}.WithDefaults(), zap.NewNop())
+		ClientSecret: config.Secret(scfg.ClientSecret), Username: scfg.Username, Password: config.Secret(scfg.Password)}.Defaulted(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

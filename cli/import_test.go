@@ -211,6 +211,19 @@ func TestImportReportIsNoInput(t *testing.T) {
 			t.Errorf("--report %s: exit %d, want %d naming --report:\n%s", report, code, ExitUsage, errOut)
 		}
 	}
+	// The same file on standard input (import ... - < in.csv).
+	f, err := os.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	errOut := &syncBuffer{}
+	code := Main(context.Background(), []string{"import", "--account", testAccount, "--dry-run",
+		"--quiet", "--report", in, "-"}, Env{Stdin: f, Stdout: &syncBuffer{}, Stderr: errOut,
+		Lookup: env.lookup})
+	if code != ExitUsage || !strings.Contains(errOut.String(), "on standard input") {
+		t.Errorf("--report of the file on stdin: exit %d, want %d:\n%s", code, ExitUsage, errOut)
+	}
 	if b, err := os.ReadFile(in); err != nil || string(b) != input {
 		t.Fatalf("the input after the refused runs: %q, %v", b, err)
 	}

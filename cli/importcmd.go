@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/nats-io/nats.go"
@@ -49,7 +50,7 @@ func runImport(ctx context.Context, env Env, args []string) error {
 		o.Progress = env.Stderr
 	}
 	if report != "" {
-		if err := reportIsNoInput(report, files); err != nil {
+		if err := reportIsNoInput(report, files, env.Stdin); err != nil {
 			return err
 		}
 		f, err := os.Create(report)
@@ -120,9 +121,10 @@ func runImporter(ctx context.Context, nc *nats.Conn, cfg importer.Config, o impo
 }
 
 // reportIsNoInput refuses a --report path that would overwrite one of the
-// input files before it is read, and "-", which names standard input
-// among the files but would be a file called "-" here.
-func reportIsNoInput(report string, files []string) error {
+// input files before it is read (standard input too, when it is a file),
+// and "-", which names standard input among the files but would be a file
+// called "-" here.
+func reportIsNoInput(report string, files []string, stdin io.Reader) error {
 	if report == importer.StdinName {
 		return usageErr("--report: give a file name (standard output carries the summary)")
 	}
@@ -131,8 +133,20 @@ func reportIsNoInput(report string, files []string) error {
 		return nil // a new file cannot be an input
 	}
 	for _, f := range files {
-		if fi, err := os.Stat(f); err == nil && os.SameFile(rfi, fi) {
-			return usageErr("--report %s is the input file %s: it would be overwritten", report, f)
+		var fi os.FileInfo
+		if f == importer.StdinName {
+			if sf, ok := stdin.(*os.File); ok {
+				fi, err = sf.Stat()
+			}
+		} else {
+			fi, err = os.Stat(f)
+		}
+		if err == nil && fi != nil && os.SameFile(rfi, fi) {
+			name := f
+			if f == importer.StdinName {
+				name = "on standard input"
+			}
+			return usageErr("--report %s is the input file %s: it would be overwritten", report, name)
 		}
 	}
 	return nil

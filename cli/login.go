@@ -42,7 +42,7 @@ func runLogin(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	limit := s.ThingSpace.WithDefaults().LoginAttempts
+	limit := s.ThingSpace.Defaulted().LoginAttempts
 	state := "logins allowed"
 	if n >= limit {
 		state = "stopped: fix the credentials, then run `tsfallback login reset`"

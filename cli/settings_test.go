@@ -77,12 +77,15 @@ func TestEveryVariableDocumented(t *testing.T) {
 // TestZeroIsNotTheDefault: a variable set to 0 that would silently mean
 // the default stops the command with the variable named.
 func TestZeroIsNotTheDefault(t *testing.T) {
-	errOut := &syncBuffer{}
-	env := Env{Lookup: envconfig.MapLookuper(map[string]string{"TSFB_IMPORT_DEDUP_MEMORY_MB": "0"}),
-		Stdin: strings.NewReader("iccid\n"), Stdout: &syncBuffer{}, Stderr: errOut}
-	code := Main(context.Background(), []string{"import", "--account", testAccount, "--dry-run",
-		"--quiet", "-"}, env)
-	if code != ExitUsage || !strings.Contains(errOut.String(), "TSFB_IMPORT_DEDUP_MEMORY_MB: 0 is not a setting") {
-		t.Fatalf("exit %d, want %d naming the variable:\n%s", code, ExitUsage, errOut)
+	for _, name := range []string{"TSFB_IMPORT_DEDUP_MEMORY_MB", "TSFB_THINGSPACE_LOGIN_BACKOFF",
+		"TSFB_WORKER_CONCURRENCY"} {
+		errOut := &syncBuffer{}
+		env := Env{Lookup: envconfig.MapLookuper(map[string]string{name: "0"}),
+			Stdin: strings.NewReader("iccid\n"), Stdout: &syncBuffer{}, Stderr: errOut}
+		code := Main(context.Background(), []string{"import", "--account", testAccount, "--dry-run",
+			"--quiet", "-"}, env)
+		if code != ExitUsage || !strings.Contains(errOut.String(), name+": 0") {
+			t.Errorf("%s=0: exit %d, want %d naming the variable:\n%s", name, code, ExitUsage, errOut)
+		}
 	}
 }

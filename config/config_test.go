@@ -120,14 +120,15 @@ func TestReplaced(t *testing.T) {
 		D     defaulting
 		Plain sample
 	}
-	l := envconfig.MapLookuper(map[string]string{"TSFB_T_SIZE": "0", "TSFB_T_RATIO": "0",
-		"TSFB_T_RATE": "0"})
+	l := envconfig.MapLookuper(map[string]string{"TSFB_T_SIZE": "0", "TSFB_T_RATIO": "NaN",
+		"TSFB_T_RATE": "0", "TSFB_T_WAIT2": ""})
 	if err := Load(context.Background(), l, &got); err != nil {
 		t.Fatal(err)
 	}
 	r := Replaced(&got, l)
-	if len(r) != 1 || r["TSFB_T_SIZE"] == nil ||
-		!strings.Contains(r["TSFB_T_SIZE"].Error(), "replaced by 32") {
-		t.Fatalf("Replaced = %v, want TSFB_T_SIZE only", r)
+	if len(r) != 2 || r["TSFB_T_SIZE"] == nil ||
+		!strings.Contains(r["TSFB_T_SIZE"].Error(), "0 is not a setting of its own: it would be replaced by 32") ||
+		r["TSFB_T_WAIT2"] == nil || !strings.Contains(r["TSFB_T_WAIT2"].Error(), "an empty value") {
+		t.Fatalf("Replaced = %v, want TSFB_T_SIZE and TSFB_T_WAIT2", r)
 	}
 }

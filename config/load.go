@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"strings"
@@ -87,17 +88,31 @@ func Replaced(target any, l envconfig.Lookuper) map[string]error {
 	out := map[string]error{}
 	eachVar(reflect.ValueOf(target), func(owner reflect.Value, i int, name string) {
 		def, ok := defaulted(owner)
-		if !ok || reflect.DeepEqual(owner.Field(i).Interface(), def.Field(i).Interface()) {
+		if !ok || same(owner.Field(i), def.Field(i)) {
 			return
 		}
-		if _, set := l.Lookup(name); !set {
+		raw, set := l.Lookup(name)
+		if !set {
 			return
 		}
-		out[name] = fmt.Errorf("%s: %v is not a setting of its own: it would be replaced by %v, "+
+		given := fmt.Sprint(owner.Field(i).Interface())
+		if strings.TrimSpace(raw) == "" {
+			given = "an empty value"
+		}
+		out[name] = fmt.Errorf("%s: %s is not a setting of its own: it would be replaced by %v, "+
 			"the default; leave the variable unset for the default, or give a value in range", name,
-			owner.Field(i).Interface(), def.Field(i).Interface())
+			given, def.Field(i).Interface())
 	})
 	return out
+}
+
+// same compares a field before and after Defaulted; NaN is the same as NaN
+// here (Validate refuses it, Defaulted does not replace it).
+func same(a, b reflect.Value) bool {
+	if a.CanFloat() && b.CanFloat() && math.IsNaN(a.Float()) && math.IsNaN(b.Float()) {
+		return true
+	}
+	return reflect.DeepEqual(a.Interface(), b.Interface())
 }
 
 // defaulted returns v.Defaulted() when v has that method returning its

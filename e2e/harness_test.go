@@ -501,7 +501,7 @@ func (c *cluster) registerCallback(ctx context.Context) {
 	d := sim.DefaultConfig()
 	client, err := thingspace.New(thingspace.Config{BaseURL: c.simBase, ClientID: d.ClientID,
 		ClientSecret: config.Secret(d.ClientSecret), Username: d.Username,
-		Password: config.Secret(d.Password)}.WithDefaults(), zap.NewNop())
+		Password: config.Secret(d.Password)}.Defaulted(), zap.NewNop())
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func TestLoginGuardAcrossProcesses(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	cfg := thingspace.Config{BaseURL: base, ClientID: sim.DefaultClientID,
 		ClientSecret: config.Secret(sim.DefaultClientSecret), Username: sim.DefaultUsername,
-		Password: "wrong-password", LoginBackoff: 1}.WithDefaults()
+		Password: "wrong-password", LoginBackoff: 1}.Defaulted()
 	req := model.SetFallbackRequest{AccountName: "0000123456-00001",
 		Devices: []model.Device{{DeviceIDs: []model.DeviceID{{Kind: model.KindIMEI, ID: "490154203237518"}}}}}
 	for range 3 { // three process lifetimes

@@ -62,7 +62,7 @@ func WithLoginGuard(g LoginGuard) Option {
 
 // New returns a client. Nothing is sent until the first call.
 func New(cfg Config, log *zap.Logger, opts ...Option) (*Client, error) {
-	cfg = cfg.WithDefaults()
+	cfg = cfg.Defaulted()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -70,9 +70,9 @@ func loadConfig(ctx context.Context, l envconfig.Lookuper) (Config, error) {
 	return c, c.Validate()
 }
 
-// WithDefaults returns a copy with zero fields set to their defaults, for
+// Defaulted returns a copy with zero fields set to their defaults, for
 // callers that build a Config in code.
-func (c Config) WithDefaults() Config {
+func (c Config) Defaulted() Config {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
