@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/tsfallback/tsfallback/queue/queuetest"
 )
 
 // TestPersistAttemptBounded: a write whose reply never comes (as when it
@@ -31,5 +33,28 @@ func TestPersistAttemptBounded(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("persist took %s", d)
+	}
+}
+
+// TestJournalRetryIsNotADuplicate: a journal write retried after its reply
+// was lost finds its own entry, which is not another delivery's: it keeps
+// the entry's revision, and only another request id counts as a second
+// submission.
+func TestJournalRetryIsNotADuplicate(t *testing.T) {
+	h := struct{ w *Worker }{&Worker{bus: queuetest.Bus(t)}}
+	ctx := context.Background()
+	ce := chunkEntry{RequestID: "11111111-2222-3333-4444-555555555555", Devices: 3}
+	rev, err := h.w.journalPut(ctx, "job-j", 0, ce)
+	if err != nil || rev == 0 {
+		t.Fatalf("first write: rev %d, %v", rev, err)
+	}
+	again, err := h.w.journalPut(ctx, "job-j", 0, ce)
+	if err != nil || again != rev {
+		t.Errorf("the same write again: rev %d, %v; want %d", again, err, rev)
+	}
+	other := ce
+	other.RequestID = "99999999-2222-3333-4444-555555555555"
+	if r, err := h.w.journalPut(ctx, "job-j", 0, other); err != nil || r != 0 {
+		t.Errorf("another request for the chunk: rev %d, %v; want 0", r, err)
 	}
 }

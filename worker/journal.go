@@ -154,20 +154,33 @@ func (w *Worker) journalGet(ctx context.Context, jobID string, chunk int) (chunk
 }
 
 // journalPut records the chunk as settled and returns the entry's
-// revision. The revision is 0 when an entry was already there: another
-// delivery of the job settled the chunk at the same time, so one of the two
-// requests is a duplicate.
+// revision. The revision is 0 when another delivery's entry was already
+// there: it settled the chunk at the same time, so one of the two requests
+// is a duplicate. An entry with this one's request id is this one's, from
+// an earlier try whose reply was lost: its revision is returned.
 func (w *Worker) journalPut(ctx context.Context, jobID string, chunk int, ce chunkEntry) (uint64, error) {
 	data, err := json.Marshal(ce)
 	if err != nil {
 		return 0, fmt.Errorf("encoding journal entry: %w", err)
 	}
-	rev, err := w.bus.Chunks.Create(ctx, journalKey(jobID, chunk), data)
+	key := journalKey(jobID, chunk)
+	rev, err := w.bus.Chunks.Create(ctx, key, data)
 	if errors.Is(err, jetstream.ErrKeyExists) {
+		// Another delivery wrote it first, or an earlier try of this
+		// very write was stored and only its reply was lost (persist
+		// retries it): the entry tells which, by its request id.
+		e, gerr := w.bus.Chunks.Get(ctx, key)
+		if gerr != nil {
+			return 0, fmt.Errorf("reading journal of chunk %s: %w", key, gerr)
+		}
+		var prev chunkEntry
+		if json.Unmarshal(e.Value(), &prev) == nil && ce.RequestID != "" && prev.RequestID == ce.RequestID {
+			return e.Revision(), nil
+		}
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("writing journal of chunk %s: %w", journalKey(jobID, chunk), err)
+		return 0, fmt.Errorf("writing journal of chunk %s: %w", key, err)
 	}
 	return rev, nil
 }
