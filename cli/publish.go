@@ -71,6 +71,9 @@ func runPublish(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Best effort: without the mark an import re-run would count the job
+	// as new; the stream and the journal drop it either way.
+	_ = queue.AckJob(ctx, bus.Runs, job.JobID, body)
 	out := map[string]any{"jobId": job.JobID, "accountName": job.AccountName,
 		"devices": len(job.Devices), "stream": ack.Stream, "sequence": ack.Sequence, "duplicate": ack.Duplicate}
 	return json.NewEncoder(env.Stdout).Encode(out)

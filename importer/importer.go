@@ -109,7 +109,7 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 	if im.nc != nil {
 		payload = im.nc.MaxPayload()
 	}
-	pub := &publisher{js: im.js, maxPayload: payload, max: im.cfg.MaxPending,
+	pub := &publisher{js: im.js, log: im.log, maxPayload: payload, max: im.cfg.MaxPending,
 		res: &res, dryRun: opts.DryRun, onJob: im.onJob}
 	if im.js != nil {
 		// queue.Open creates the manifest; without it (a bare server, or
@@ -138,8 +138,12 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 
 	err = r.all(ctx, stdin, pub)
 	if err != nil {
-		pub.settle(settleWait)
+		// The run's ctx may be what ended it: the acks still count.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleWait)
+		pub.settle(sctx, settleWait)
+		cancel()
 	}
+	pub.close()
 	res.Seconds = time.Since(start).Seconds()
 	res.DedupSpilledBytes = r.seen.spilledBytes()
 	r.prog.done(&res)

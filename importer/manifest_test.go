@@ -62,3 +62,44 @@ func TestRunIDReusedForOtherInput(t *testing.T) {
 	}
 	checkMsgs(t, ctx, stream, 2)
 }
+
+// TestPublishedBeforeMeansAcked: a run that recorded its jobs but failed
+// to publish them (the stream was gone) leaves no job "published before":
+// the re-run publishes them as new, and a third run finds them all.
+func TestPublishedBeforeMeansAcked(t *testing.T) {
+	bus := queuetest.Bus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	im, err := New(bus.NC, Config{MaxPending: 1, AckTimeout: 2 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sample bytes.Buffer
+	if err := WriteSample(&sample, 30, 9); err != nil {
+		t.Fatal(err)
+	}
+	run := func() (Result, error) {
+		return im.Run(ctx, Options{Files: []string{StdinName}, Account: acct, RunID: "acked",
+			JobSize: 10}, bytes.NewReader(sample.Bytes()), nil)
+	}
+	if err := bus.JS.DeleteStream(ctx, queue.StreamJobs); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := run(); err == nil || res.Jobs != 0 {
+		t.Fatalf("run without the jobs stream: %+v, %v; want a failure", res, err)
+	}
+	if err := bus.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := run(); err != nil || res.Jobs != 3 || res.JobsAlreadyPublished != 0 {
+		t.Fatalf("re-run: %+v, %v; want 3 jobs, none published before", res, err)
+	}
+	if res, err := run(); err != nil || res.JobsAlreadyPublished != 3 {
+		t.Fatalf("third run: %+v, %v; want all 3 published before", res, err)
+	}
+	if res, err := im.Run(ctx, Options{Files: []string{StdinName}, Account: acct, RunID: "acked",
+		JobSize: 10, DryRun: true}, bytes.NewReader(sample.Bytes()), nil); err != nil ||
+		res.JobsAlreadyPublished != 3 {
+		t.Fatalf("dry run: %+v, %v; want all 3 published before", res, err)
+	}
+}

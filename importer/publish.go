@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/queue"
@@ -22,10 +23,11 @@ type sent struct {
 	jobID   string
 	devices int
 	ack     jetstream.PubAckFuture
-	// before: the manifest had the job from an earlier run with the run
-	// id, so it is not new even when the stream takes it as new (after
-	// its duplicate window; the workers' journal skips it then).
+	// before: an earlier run with the run id published the job (the
+	// manifest says so), so it is not new even when the stream takes it as
+	// new (after its duplicate window; the workers' journal skips it then).
 	before bool
+	body   []byte // for the manifest's mark once the ack is in
 }
 
 // publisher publishes jobs asynchronously and checks every ack in order.
@@ -42,6 +44,11 @@ type publisher struct {
 	// runs is the manifest of published jobs (queue.BucketRuns); a dry
 	// run only reads it. nil without NATS.
 	runs jetstream.KeyValue
+	log  *zap.Logger
+	// marks feeds the goroutine that writes the manifest's marks; marked
+	// is closed when it is done.
+	marks  chan sent
+	marked chan struct{}
 }
 
 // ErrRunReused is matched when a run id is used again for other input.
@@ -98,8 +105,8 @@ func (p *publisher) publish(ctx context.Context, job model.Job) error {
 		return fmt.Errorf("%w: job %s: %w", ErrPublish, job.JobID, err)
 	}
 	p.inflight = append(p.inflight, sent{jobID: job.JobID, devices: len(job.Devices), ack: f,
-		before: before})
-	return p.reap()
+		before: before, body: data})
+	return p.reap(ctx)
 }
 
 // publishDry counts the job as a real run would, and with a manifest tells
@@ -131,14 +138,14 @@ func (p *publisher) publishDry(ctx context.Context, job model.Job) error {
 // settle runs after a fatal error: it takes the acks that arrive within
 // d, and counts the jobs without one (their ack failed or did not come) as
 // unconfirmed.
-func (p *publisher) settle(d time.Duration) {
+func (p *publisher) settle(ctx context.Context, d time.Duration) {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for len(p.inflight) > 0 {
 		s := p.inflight[0]
 		select {
 		case a := <-s.ack.Ok():
-			p.pop(s, a)
+			p.pop(ctx, s, a)
 			continue
 		case <-s.ack.Err():
 			p.failed(s)
@@ -156,12 +163,12 @@ func (p *publisher) settle(d time.Duration) {
 
 // reap takes the acks that have already arrived, oldest first, without
 // waiting.
-func (p *publisher) reap() error {
+func (p *publisher) reap(ctx context.Context) error {
 	for len(p.inflight) > 0 {
 		s := p.inflight[0]
 		select {
 		case a := <-s.ack.Ok():
-			p.pop(s, a)
+			p.pop(ctx, s, a)
 		case err := <-s.ack.Err():
 			p.failed(s)
 			return fmt.Errorf("%w: job %s: %w", ErrPublish, s.jobID, err)
@@ -178,7 +185,7 @@ func (p *publisher) waitOldest(ctx context.Context) error {
 	s := p.inflight[0]
 	select {
 	case a := <-s.ack.Ok():
-		p.pop(s, a)
+		p.pop(ctx, s, a)
 		return nil
 	case err := <-s.ack.Err():
 		p.failed(s)
@@ -198,6 +205,40 @@ func (p *publisher) drain(ctx context.Context) error {
 	return nil
 }
 
+// mark records in the manifest, off the publishing path, that s's publish
+// was acknowledged. Best effort: a mark that fails only makes a later
+// re-run count the job as new (the stream or the journal still drop it).
+func (p *publisher) mark(ctx context.Context, s sent) {
+	if p.marks == nil {
+		p.marks = make(chan sent, p.max)
+		p.marked = make(chan struct{})
+		mctx := context.WithoutCancel(ctx)
+		go func() {
+			defer close(p.marked)
+			for s := range p.marks {
+				actx, cancel := context.WithTimeout(mctx, markTimeout)
+				if err := queue.AckJob(actx, p.runs, s.jobID, s.body); err != nil {
+					p.log.Warn("import_manifest_ack_failed", zap.String("job_id", s.jobID), zap.Error(err))
+				}
+				cancel()
+			}
+		}()
+	}
+	p.marks <- s
+}
+
+// markTimeout bounds one manifest mark.
+const markTimeout = 10 * time.Second
+
+// close waits for the manifest marks to be written.
+func (p *publisher) close() {
+	if p.marks != nil {
+		close(p.marks)
+		<-p.marked
+		p.marks = nil
+	}
+}
+
 // failed takes the oldest publish, whose ack failed, as unconfirmed: the
 // error may have come after the stream stored it.
 func (p *publisher) failed(s sent) {
@@ -207,9 +248,12 @@ func (p *publisher) failed(s sent) {
 	p.res.DevicesUnconfirmed += s.devices
 }
 
-func (p *publisher) pop(s sent, a *jetstream.PubAck) {
+func (p *publisher) pop(ctx context.Context, s sent, a *jetstream.PubAck) {
 	p.inflight[0] = sent{}
 	p.inflight = p.inflight[1:]
+	if p.runs != nil {
+		p.mark(ctx, s)
+	}
 	p.acked(s.jobID, s.devices, a.Duplicate || s.before)
 }
 
