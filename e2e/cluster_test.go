@@ -29,7 +29,10 @@ const (
 // connected to in the middle: the surviving two keep quorum, every client
 // fails over, and every device still gets exactly one final event. The
 // node then comes back and catches up.
-// maxFailover429 bounds the 429s a failover may cost (see TestCluster).
+// maxFailover429 bounds the 429s a failover or a NATS restart may cost (see
+// TestCluster). Since a waking process shares with every member and a
+// quiet watcher drops nobody (ratelimit), TestRestartNATS saw none in 15
+// runs held to 0; the bound stays above 0 until more runs elsewhere agree.
 const maxFailover429 = 3
 
 func TestCluster(t *testing.T) {

@@ -58,6 +58,9 @@
 // device has, or shares identifiers with two earlier devices, is a
 // conflict: the file gives one identifier to two devices, so the row is
 // rejected (code conflicting_rows) and the first device stands.
+// Limitation: the check does not keep accounts, so a device listed again
+// under another account is a duplicate, published for the first account
+// only (its report line names the first sighting).
 // The check holds at most Config.DedupMemoryMB in memory and spills the
 // rest of its set to an unlinked temporary file (see seenSet), so that
 // memory stays flat whatever the input's size.
