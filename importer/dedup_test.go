@@ -286,3 +286,92 @@ func TestSeenSetPositionLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatRulesAgainstAModel imports random files drawn from a few
+// identifiers, so that rows repeat, fill in and contradict each other in
+// every way, and holds each row's fate to a model of the rules written
+// with plain maps: a row whose identifiers all belong to one device is a
+// duplicate (and what it fills in becomes that device's), one that reaches
+// two devices or gives a kind the device has another value is a conflict,
+// the rest are new devices.
+func TestRepeatRulesAgainstAModel(t *testing.T) {
+	kinds := []string{model.KindEID, model.KindICCID, model.KindIMEI}
+	pools := map[string][]string{model.KindEID: eids[:5], model.KindICCID: iccids[:5],
+		model.KindIMEI: imeis[:5]}
+	for seed := range uint64(200) {
+		r := rand.New(rand.NewPCG(seed, 77))
+		var in strings.Builder
+		in.WriteString("eid,iccid,imei\n")
+		owner := map[string]int{}          // kind+value -> device
+		has := map[int]map[string]string{} // device -> kind -> value
+		want := map[int]string{}           // line -> "duplicate" or ReasonConflict
+		newDevices := 0
+		for row := range 12 {
+			line := row + 2
+			vals := map[string]string{}
+			var cells []string
+			for _, k := range kinds {
+				v := ""
+				if r.IntN(10) < 6 {
+					v = pools[k][r.IntN(len(pools[k]))]
+					vals[k] = v
+				}
+				cells = append(cells, v)
+			}
+			if len(vals) == 0 {
+				cells[0] = pools[model.KindEID][r.IntN(5)]
+				vals[model.KindEID] = cells[0]
+			}
+			in.WriteString(strings.Join(cells, ",") + "\n")
+			devs := map[int]bool{}
+			for k, v := range vals {
+				if d, ok := owner[k+v]; ok {
+					devs[d] = true
+				}
+			}
+			switch {
+			case len(devs) == 0:
+				d := line
+				has[d] = map[string]string{}
+				for k, v := range vals {
+					owner[k+v], has[d][k] = d, v
+				}
+				newDevices++
+			case len(devs) > 1:
+				want[line] = ReasonConflict
+			default:
+				var d int
+				for d = range devs {
+				}
+				conflict := false
+				for k, v := range vals {
+					if _, known := owner[k+v]; !known && has[d][k] != "" {
+						conflict = true
+					}
+				}
+				if conflict {
+					want[line] = ReasonConflict
+					break
+				}
+				want[line] = ReasonDuplicate
+				for k, v := range vals {
+					if _, known := owner[k+v]; !known {
+						owner[k+v], has[d][k] = d, v
+					}
+				}
+			}
+		}
+		got := runDry(t, in.String(), Options{Account: acct})
+		if got.err != nil {
+			t.Fatalf("seed %d: %v", seed, got.err)
+		}
+		gotLines := map[int]string{}
+		for _, rj := range got.rejs {
+			gotLines[rj.Line] = rj.Code
+		}
+		if fmt.Sprint(gotLines) != fmt.Sprint(want) || got.res.Devices != newDevices {
+			t.Fatalf("seed %d:\n%s\nreport %v (%d devices)\nmodel  %v (%d devices)", seed,
+				in.String(), gotLines, got.res.Devices, want, newDevices)
+		}
+	}
+}
