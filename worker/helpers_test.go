@@ -126,7 +126,10 @@ func startWith(t *testing.T, bus *queue.Bus, cfg Config, api Submitter, o option
 	go func() { done <- w.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		// A test may end while Run still starts (on a loaded machine the
+		// consumer's creation can outlast a short test); what our own
+		// cancel ends is not a failure.
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("Run: %v", err)
 		}
 		lim.Close()
