@@ -368,6 +368,16 @@ func (l *Limiter) Limit() (rate.Limit, int) {
 	return l.local.Limit(), l.local.Burst()
 }
 
+// MemberKey returns this process's key in the workers bucket, present
+// there while the process lives (renewed every heartbeat, gone a TTL after
+// it stops); "" for a limiter without a workers bucket.
+func (l *Limiter) MemberKey() string {
+	if l.mb == nil {
+		return ""
+	}
+	return l.mb.key
+}
+
 // Budget returns the deployment's budget this limiter shares.
 func (l *Limiter) Budget() Config { return l.cfg }
 

@@ -79,7 +79,7 @@ func faultOf(err error) *model.Fault {
 // else submitted and recorded.
 func (w *Worker) runChunk(ctx context.Context, d *delivery, i int, devs []model.Device, known *chunkEntry) error {
 	log := d.log.With(zap.Int("chunk", i))
-	if known == nil {
+	for known == nil {
 		// Read again just before submitting: a concurrent delivery may
 		// have settled the chunk while this one waited on earlier ones.
 		ce, ok, err := w.journalGet(ctx, d.job.JobID, i)
@@ -88,7 +88,32 @@ func (w *Worker) runChunk(ctx context.Context, d *delivery, i int, devs []model.
 		}
 		if ok {
 			known = &ce
+			break
 		}
+		rev, err := w.claim(ctx, d, i)
+		if errors.Is(err, errClaimed) {
+			// Another delivery of the job is submitting it: wait for its
+			// journal entry (or for the claim to die with its process).
+			w.stats.ClaimWaits.Add(1)
+			if err := sleep(ctx, claimPoll); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		defer w.release(ctx, d, i, rev)
+		// The claim's holder writes the journal before it lets go: read
+		// it once more under this claim.
+		ce, ok, err = w.journalGet(ctx, d.job.JobID, i)
+		if err != nil {
+			return err
+		}
+		if ok {
+			known = &ce
+		}
+		break
 	}
 	if known != nil {
 		// Limitation: chunks are identified by index, so every process

@@ -57,8 +57,11 @@ type Stats struct {
 	Requests       atomic.Int64 // requests ThingSpace accepted
 	ChunksSkip     atomic.Int64 // chunks the journal already had
 	ChunksFailed   atomic.Int64 // chunks ThingSpace refused for good
-	RateLimited    atomic.Int64 // 429 and 503 answers
-	Retries        atomic.Int64 // requests sent again after a transient error
+	// ClaimWaits counts the looks a delivery took at a chunk another
+	// delivery of the same job was submitting (see claim.go).
+	ClaimWaits  atomic.Int64
+	RateLimited atomic.Int64 // 429 and 503 answers
+	Retries     atomic.Int64 // requests sent again after a transient error
 	// PossibleDuplicates counts requests sent again after an ambiguous
 	// failure, and journal entries found written by another delivery.
 	PossibleDuplicates atomic.Int64
@@ -104,6 +107,10 @@ type Worker struct {
 	// kick asks the fetch loop to check for lost streams and buckets now,
 	// after a job met an error of the bus.
 	kick chan struct{}
+
+	// ownerKey names this process in chunk claims (see claim.go).
+	ownerOnce sync.Once
+	ownerKey  string
 }
 
 // haltRedelivery delays the redelivery of a job handed back by a halted

@@ -1,0 +1,129 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// A chunk is claimed before it is submitted, so that two deliveries of one
+// job that run at the same time do not both submit it. That happens when
+// JetStream redelivers a job whose worker is alive: after a NATS restart,
+// for one, a job held for longer than the ack wait comes back at once,
+// in-progress acks or not. The journal alone cannot stop it: it is written
+// after the submit, and both deliveries read it empty before.
+//
+// The claim is a key beside the chunk's journal entry, naming the process
+// (its key in the workers bucket) that holds it. A delivery that finds the
+// chunk claimed by a live process waits for the journal entry and then
+// skips the chunk; a claim whose process is gone (killed: its member key
+// expires a TTL later), or older than claimMaxAge, is taken over. The
+// claim is removed once the chunk is settled, or when its delivery gives
+// up on the chunk.
+
+// claimMaxAge bounds how long a claim holds, whoever holds it: longer than
+// any submit of one chunk (its retries included) takes.
+const claimMaxAge = 10 * time.Minute
+
+// claimPoll is how often a delivery that waits on another's claim looks
+// again.
+const claimPoll = time.Second
+
+// releaseTimeout bounds the removal of a claim.
+const releaseTimeout = 5 * time.Second
+
+var errClaimed = errors.New("worker: another delivery is submitting the chunk")
+
+type claimEntry struct {
+	// Owner is the claiming process's key in the workers bucket, or a
+	// random one when the process has no membership.
+	Owner    string `json:"owner"`
+	Delivery uint64 `json:"delivery"`
+}
+
+func claimKey(jobID string, chunk int) string { return journalKey(jobID, chunk) + ".claim" }
+
+// owner is this process's name in claims.
+func (w *Worker) owner() string {
+	w.ownerOnce.Do(func() {
+		w.ownerKey = w.lim.MemberKey()
+		if w.ownerKey == "" {
+			w.ownerKey = "process-" + uuid.NewString()
+		}
+	})
+	return w.ownerKey
+}
+
+// claim marks chunk i as being submitted by this delivery and returns the
+// claim's revision; errClaimed when a live process holds it.
+func (w *Worker) claim(ctx context.Context, d *delivery, i int) (uint64, error) {
+	key := claimKey(d.job.JobID, i)
+	val, err := json.Marshal(claimEntry{Owner: w.owner(), Delivery: d.meta.NumDelivered})
+	if err != nil {
+		return 0, err
+	}
+	rev, err := w.bus.Chunks.Create(ctx, key, val)
+	if err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
+		if err != nil {
+			return 0, fmt.Errorf("claiming chunk %s: %w", key, err)
+		}
+		return rev, nil
+	}
+	e, err := w.bus.Chunks.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, errClaimed // released in between: the next look takes it
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading the claim of chunk %s: %w", key, err)
+	}
+	var c claimEntry
+	_ = json.Unmarshal(e.Value(), &c) // an unreadable claim is a dead one
+	if w.alive(ctx, c.Owner, e.Created()) {
+		return 0, errClaimed
+	}
+	rev, err = w.bus.Chunks.Update(ctx, key, val, e.Revision())
+	if err != nil {
+		return 0, errClaimed // another delivery took it over first
+	}
+	d.log.Warn("worker_chunk_claim_taken_over", zap.Int("chunk", i), zap.String("owner", c.Owner),
+		zap.Uint64("owner_delivery", c.Delivery))
+	return rev, nil
+}
+
+// alive reports whether the owner of a claim made at since may still be
+// submitting: this process, or another whose member key is present.
+func (w *Worker) alive(ctx context.Context, owner string, since time.Time) bool {
+	switch {
+	case time.Since(since) > claimMaxAge:
+		return false
+	case owner == w.owner():
+		return true
+	case w.bus.Workers == nil || owner == "":
+		return false
+	}
+	_, err := w.bus.Workers.Get(ctx, owner)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false
+	}
+	// Present, or unknown for now (NATS trouble): wait rather than risk a
+	// second submit.
+	return true
+}
+
+// release removes this delivery's claim of chunk i (rev), whatever became
+// of the chunk; a claim another delivery took over stays.
+func (w *Worker) release(ctx context.Context, d *delivery, i int, rev uint64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	err := w.bus.Chunks.Delete(ctx, claimKey(d.job.JobID, i), jetstream.LastRevision(rev))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		// Left behind, it holds until its owner is gone or claimMaxAge.
+		d.log.Debug("worker_claim_release_failed", zap.Int("chunk", i), zap.Error(err))
+	}
+}

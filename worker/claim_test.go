@@ -1,0 +1,76 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/tsfallback/tsfallback/model"
+	"github.com/tsfallback/tsfallback/queue/queuetest"
+)
+
+func testDelivery(t *testing.T, job model.Job, n uint64) *delivery {
+	return &delivery{job: job, meta: &jetstream.MsgMetadata{NumDelivered: n},
+		log: zaptest.NewLogger(t).With()}
+}
+
+// TestConcurrentDeliveriesSubmitOnce: two deliveries of one job at the
+// same time (JetStream redelivers a live worker's job after a NATS
+// restart) submit a chunk once; the second waits for the first's journal
+// entry and skips it.
+func TestConcurrentDeliveriesSubmitOnce(t *testing.T) {
+	api := newHoldAPI()
+	h := start(t, Config{}, api)
+	job := model.Job{JobID: "twice", AccountName: testAccount, Devices: devices(3, 5)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- h.w.runChunk(ctx, testDelivery(t, job, 1), 0, job.Devices, nil) }()
+	queuetest.Eventually(t, 5*time.Second, "the first delivery submitting", func() bool {
+		return api.inside.Load() == 1
+	})
+	go func() { errs <- h.w.runChunk(ctx, testDelivery(t, job, 2), 0, job.Devices, nil) }()
+	queuetest.Eventually(t, 10*time.Second, "the second delivery waiting on the claim", func() bool {
+		return h.w.stats.ClaimWaits.Load() >= 2
+	})
+	if n := api.calls.Load(); n != 1 {
+		t.Fatalf("%d submits while the first is in flight, want 1", n)
+	}
+	close(api.release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, skipped := api.calls.Load(), h.w.stats.ChunksSkip.Load(); n != 1 || skipped != 1 {
+		t.Errorf("%d submits and %d skips, want 1 and 1", n, skipped)
+	}
+	if _, err := h.bus.Chunks.Get(ctx, claimKey(job.JobID, 0)); err == nil {
+		t.Error("the claim is still there after the chunk was settled")
+	}
+}
+
+// TestDeadOwnersClaimIsTakenOver: a claim whose process is gone (no member
+// key) does not hold the chunk: a redelivery submits it at once.
+func TestDeadOwnersClaimIsTakenOver(t *testing.T) {
+	api := &fakeAPI{}
+	h := startOn(t, queuetest.Bus(t), Config{}, api)
+	job := model.Job{JobID: "orphan", AccountName: testAccount, Devices: devices(4, 5)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	val, _ := json.Marshal(claimEntry{Owner: "member.killed-process", Delivery: 1})
+	if _, err := h.bus.Chunks.Create(ctx, claimKey(job.JobID, 0), val); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := h.w.runChunk(ctx, testDelivery(t, job, 2), 0, job.Devices, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(api.requests()); n != 1 || time.Since(start) > 5*time.Second {
+		t.Errorf("%d submits after %s, want 1 at once", n, time.Since(start))
+	}
+}
