@@ -247,6 +247,9 @@ type sighting struct {
 	file, line int
 	kinds      uint32
 	pos        uint32
+	// filled are the kinds a later row filled in (see alias): the line
+	// of the sighting does not show them.
+	filled uint32
 }
 
 // lookup returns the first sighting of the device that had the
@@ -267,7 +270,8 @@ func (s *seenSet) lookup(kind, id string) (sighting, bool, error) {
 	}
 	pos := v & maxPos
 	file, line := s.where(pos)
-	return sighting{file: file, line: line, kinds: v>>posBits | s.extra[pos], pos: pos}, true, nil
+	return sighting{file: file, line: line, kinds: v>>posBits | s.extra[pos], pos: pos,
+		filled: s.extra[pos]}, true, nil
 }
 
 // alias records identifiers that a later row gave a device already held

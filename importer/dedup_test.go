@@ -375,3 +375,20 @@ func TestRepeatRulesAgainstAModel(t *testing.T) {
 		}
 	}
 }
+
+// TestReasonNamesFilledInIdentifier: a row that meets an identifier a
+// later row filled in is told so, since the first sighting's line does
+// not show it.
+func TestReasonNamesFilledInIdentifier(t *testing.T) {
+	in := "eid,iccid,imei\n," + iccids[1] + ",\n" + eids[1] + "," + iccids[1] + ",\n" + eids[1] +
+		",," + imeis[1] + "\n" + eids[1] + ",,\n"
+	got := runDry(t, in, Options{Account: acct})
+	if len(got.rejs) != 3 {
+		t.Fatalf("report %+v", got.rejs)
+	}
+	for _, rj := range got.rejs[1:] {
+		if !strings.Contains(rj.Reason, "the device of line 2 (a later row gave it that eid)") {
+			t.Errorf("line %d: %q does not say the eid came later", rj.Line, rj.Reason)
+		}
+	}
+}

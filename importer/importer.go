@@ -79,6 +79,8 @@ type run struct {
 	prog   *progress
 	files  []string
 	read   int64 // bytes read so far, for the progress bar
+	// accepted counts the devices handed to the batcher.
+	accepted int
 }
 
 // Run imports opts.Files, reading StdinName from stdin, and writes the
@@ -144,6 +146,9 @@ func (im *Importer) Run(ctx context.Context, opts Options, stdin io.Reader,
 		cancel()
 	}
 	pub.close()
+	if err != nil {
+		res.DevicesNotSent = max(0, r.accepted-res.Devices-res.DevicesUnconfirmed)
+	}
 	res.Seconds = time.Since(start).Seconds()
 	res.DedupSpilledBytes = r.seen.spilledBytes()
 	r.prog.done(&res)
@@ -277,6 +282,7 @@ func (r *run) row(ctx context.Context, file int, h header, rec record) error {
 		r.res.Duplicates++
 		return r.write(*dup)
 	}
+	r.accepted++ // from here on the row is a device, sent or not
 	if err := r.seen.add(ids, file, rec.line); err != nil {
 		return fmt.Errorf("%s line %d: %w", r.fileName(file), rec.line, err)
 	}
@@ -309,7 +315,7 @@ func (r *run) repeat(file int, h header, line int, ids []model.DeviceID) (dup, c
 			return nil, &Rejection{Line: line, Column: columnName(h, id.Kind), Value: id.ID,
 				Code: ReasonConflict, Reason: fmt.Sprintf("conflicting rows: the %s is that of the "+
 					"device of %s, the %s that of the device of %s; not published: %s", firstID.Kind,
-					r.where(file, first), id.Kind, r.where(file, sg), conflictHint)}, nil
+					r.where(file, first, ""), id.Kind, r.where(file, sg, ""), conflictHint)}, nil
 		}
 	}
 	if !found {
@@ -319,12 +325,12 @@ func (r *run) repeat(file int, h header, line int, ids []model.DeviceID) (dup, c
 		if first.kinds&kindBit(id.Kind) != 0 {
 			return nil, &Rejection{Line: line, Column: columnName(h, id.Kind), Value: id.ID,
 				Code: ReasonConflict, Reason: fmt.Sprintf("conflicting rows: the same %s as %s, "+
-					"another %s; not published: %s", firstID.Kind, r.where(file, first), id.Kind,
-					conflictHint)}, nil
+					"another %s; not published: %s", firstID.Kind, r.where(file, first, firstID.Kind),
+					id.Kind, conflictHint)}, nil
 		}
 	}
 	reason := fmt.Sprintf("duplicate: the same %s as %s, published once", firstID.Kind,
-		r.where(file, first))
+		r.where(file, first, firstID.Kind))
 	if len(fresh) > 0 {
 		// The row fills in kinds the device lacked: they are that
 		// device's from now on, so that a later row with one of them is
@@ -346,12 +352,18 @@ func (r *run) repeat(file int, h header, line int, ids []model.DeviceID) (dup, c
 const conflictHint = "find out which row is right, then import the fixed rows under a new run id"
 
 // where names a first sighting for a row of file: its line, and its file
-// when that is another.
-func (r *run) where(file int, sg sighting) string {
-	if sg.file == file {
-		return fmt.Sprintf("line %d", sg.line)
+// when that is another. When the identifier of kind that the row shares
+// was filled in by a later row, that line does not show it, so it names
+// the device of the line.
+func (r *run) where(file int, sg sighting, kind string) string {
+	at := fmt.Sprintf("line %d", sg.line)
+	if sg.file != file {
+		at = fmt.Sprintf("%s line %d", r.fileName(sg.file), sg.line)
 	}
-	return fmt.Sprintf("%s line %d", r.fileName(sg.file), sg.line)
+	if kind != "" && sg.filled&kindBit(kind) != 0 {
+		return "the device of " + at + " (a later row gave it that " + kind + ")"
+	}
+	return at
 }
 
 // fileName names file i for people.

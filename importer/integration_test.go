@@ -178,4 +178,9 @@ func TestFailedRunCountsWhatWasPublished(t *testing.T) {
 		t.Errorf("stream holds %d jobs; result: %d published, %d unconfirmed", stored, res.Jobs,
 			res.JobsUnconfirmed)
 	}
+	// Every row is accounted for, the job still filling up included.
+	if res.DevicesNotSent == 0 || res.Rows != res.Devices+res.DevicesUnconfirmed+res.DevicesNotSent+
+		res.Rejected+res.Duplicates {
+		t.Errorf("rows do not add up: %+v", res)
+	}
 }

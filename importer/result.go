@@ -44,6 +44,10 @@ type Result struct {
 	// with the run id settles it). DevicesUnconfirmed are their devices.
 	JobsUnconfirmed    int `json:"jobsUnconfirmed,omitempty"`
 	DevicesUnconfirmed int `json:"devicesUnconfirmed,omitempty"`
+	// DevicesNotSent were accepted but their job was not published before
+	// a fatal error ended the run: rows = Devices + DevicesUnconfirmed +
+	// DevicesNotSent + Rejected + Duplicates then.
+	DevicesNotSent int `json:"devicesNotSent,omitempty"`
 	// DedupSpilledBytes is what the duplicate check wrote to its
 	// temporary file after it filled its memory budget.
 	DedupSpilledBytes int64 `json:"dedupSpilledBytes,omitempty"`
@@ -74,6 +78,10 @@ func (r Result) WriteSummary(w io.Writer) error {
 		fmt.Fprintf(&b, " (%s .. %s)", r.FirstJobID, r.LastJobID)
 	}
 	b.WriteString("\n")
+	if r.DevicesNotSent > 0 {
+		fmt.Fprintf(&b, "not sent:    %s (accepted, but the run stopped before their jobs went out; "+
+			"a re-run with the run id sends them)\n", plural(r.DevicesNotSent, "device"))
+	}
 	if r.JobsUnconfirmed > 0 {
 		fmt.Fprintf(&b, "unconfirmed: %s (%s) sent, their ack not received: they may be in "+
 			"the stream; re-run with the run id to settle it\n", plural(r.JobsUnconfirmed, "job"),
