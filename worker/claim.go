@@ -22,10 +22,13 @@ import (
 // The claim is a key beside the chunk's journal entry, naming the process
 // (its key in the workers bucket) that holds it. A delivery that finds the
 // chunk claimed by a live process waits for the journal entry and then
-// skips the chunk; a claim whose process is gone (killed: its member key
-// expires a TTL later), or older than claimMaxAge, is taken over. The
-// claim is removed once the chunk is settled, or when its delivery gives
-// up on the chunk.
+// skips the chunk. A claim is taken over when its process is gone (killed:
+// its member key expires a TTL later, and has stayed away for a grace of
+// another TTL, since after a NATS outage every key has expired until the
+// next heartbeat), when it is this process's but none of its deliveries
+// holds it (a release lost in an outage), or when it is older than
+// claimMaxAge. The claim is removed once the chunk is settled, or when its
+// delivery gives up on the chunk.
 
 // claimMaxAge bounds how long a claim holds, whoever holds it: longer than
 // any submit of one chunk (its retries included) takes.
@@ -73,6 +76,7 @@ func (w *Worker) claim(ctx context.Context, d *delivery, i int) (uint64, error) 
 		if err != nil {
 			return 0, fmt.Errorf("claiming chunk %s: %w", key, err)
 		}
+		w.hold(key, true)
 		return rev, nil
 	}
 	e, err := w.bus.Chunks.Get(ctx, key)
@@ -84,41 +88,83 @@ func (w *Worker) claim(ctx context.Context, d *delivery, i int) (uint64, error) 
 	}
 	var c claimEntry
 	_ = json.Unmarshal(e.Value(), &c) // an unreadable claim is a dead one
-	if w.alive(ctx, c.Owner, e.Created()) {
+	if w.alive(ctx, key, c.Owner, e.Created()) {
 		return 0, errClaimed
 	}
 	rev, err = w.bus.Chunks.Update(ctx, key, val, e.Revision())
 	if err != nil {
 		return 0, errClaimed // another delivery took it over first
 	}
+	w.hold(key, true)
 	d.log.Warn("worker_chunk_claim_taken_over", zap.Int("chunk", i), zap.String("owner", c.Owner),
 		zap.Uint64("owner_delivery", c.Delivery))
 	return rev, nil
 }
 
-// alive reports whether the owner of a claim made at since may still be
-// submitting: this process, or another whose member key is present.
-func (w *Worker) alive(ctx context.Context, owner string, since time.Time) bool {
+// hold records that a delivery of this process holds the claim key, or
+// no longer does.
+func (w *Worker) hold(key string, held bool) {
+	w.missMu.Lock()
+	defer w.missMu.Unlock()
+	if !held {
+		delete(w.held, key)
+		return
+	}
+	if w.held == nil {
+		w.held = map[string]bool{}
+	}
+	w.held[key] = true
+}
+
+// alive reports whether the owner of claim key, made at since, may still
+// be submitting: a delivery of this process that holds it, or another
+// process whose member key is present (or gone for less than the grace).
+func (w *Worker) alive(ctx context.Context, key, owner string, since time.Time) bool {
 	switch {
 	case time.Since(since) > claimMaxAge:
 		return false
 	case owner == w.owner():
-		return true
+		// Ours, but no delivery holds it: left behind by a release that
+		// failed, or by a claim whose reply was lost.
+		w.missMu.Lock()
+		defer w.missMu.Unlock()
+		return w.held[key]
 	case w.bus.Workers == nil || owner == "":
 		return false
 	}
 	_, err := w.bus.Workers.Get(ctx, owner)
+	w.missMu.Lock()
+	defer w.missMu.Unlock()
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		// Gone for a whole grace period before it counts as dead: after
+		// a NATS outage longer than the members' TTL every member key has
+		// expired, and the live ones come back with their next heartbeat.
+		if w.absent == nil {
+			w.absent = map[string]time.Time{}
+		}
+		first, ok := w.absent[owner]
+		if !ok {
+			w.absent[owner] = time.Now()
+			return true
+		}
+		if time.Since(first) < w.claimGrace {
+			return true
+		}
+		delete(w.absent, owner)
 		return false
 	}
 	// Present, or unknown for now (NATS trouble): wait rather than risk a
 	// second submit.
+	if err == nil {
+		delete(w.absent, owner)
+	}
 	return true
 }
 
 // release removes this delivery's claim of chunk i (rev), whatever became
 // of the chunk; a claim another delivery took over stays.
 func (w *Worker) release(ctx context.Context, d *delivery, i int, rev uint64) {
+	w.hold(claimKey(d.job.JobID, i), false)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	err := w.bus.Chunks.Delete(ctx, claimKey(d.job.JobID, i), jetstream.LastRevision(rev))

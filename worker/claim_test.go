@@ -55,14 +55,79 @@ func TestConcurrentDeliveriesSubmitOnce(t *testing.T) {
 }
 
 // TestDeadOwnersClaimIsTakenOver: a claim whose process is gone (no member
-// key) does not hold the chunk: a redelivery submits it at once.
+// key for the grace period) does not hold the chunk: a redelivery submits
+// it once the grace is over.
 func TestDeadOwnersClaimIsTakenOver(t *testing.T) {
 	api := &fakeAPI{}
 	h := startOn(t, queuetest.Bus(t), Config{}, api)
+	h.w.claimGrace = 1500 * time.Millisecond
 	job := model.Job{JobID: "orphan", AccountName: testAccount, Devices: devices(4, 5)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	val, _ := json.Marshal(claimEntry{Owner: "member.killed-process", Delivery: 1})
+	if _, err := h.bus.Chunks.Create(ctx, claimKey(job.JobID, 0), val); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := h.w.runChunk(ctx, testDelivery(t, job, 2), 0, job.Devices, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, took := len(api.requests()), time.Since(start); n != 1 || took < h.w.claimGrace ||
+		took > 10*time.Second {
+		t.Errorf("%d submits after %s, want 1 after the grace of %s", n, took, h.w.claimGrace)
+	}
+}
+
+// TestOwnerBackFromAnOutageKeepsItsClaim: after a NATS outage longer than
+// the members' TTL every member key has expired; a live owner's comes back
+// with its next heartbeat, and its claim must hold meanwhile.
+func TestOwnerBackFromAnOutageKeepsItsClaim(t *testing.T) {
+	api := &fakeAPI{}
+	h := startOn(t, queuetest.Bus(t), Config{}, api)
+	h.w.claimGrace = 3 * time.Second
+	job := model.Job{JobID: "outage", AccountName: testAccount, Devices: devices(5, 5)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	owner := "member.other-process"
+	val, _ := json.Marshal(claimEntry{Owner: owner, Delivery: 1})
+	if _, err := h.bus.Chunks.Create(ctx, claimKey(job.JobID, 0), val); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.w.runChunk(ctx, testDelivery(t, job, 2), 0, job.Devices, nil) }()
+	queuetest.Eventually(t, 5*time.Second, "a look at the claim", func() bool {
+		return h.w.stats.ClaimWaits.Load() >= 1
+	})
+	// The owner's heartbeat returns, and it settles the chunk itself.
+	if _, err := h.bus.Workers.Put(ctx, owner, []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(h.w.claimGrace + 500*time.Millisecond)
+	if n := len(api.requests()); n != 0 {
+		t.Fatalf("%d submits while the owner was back, want 0", n)
+	}
+	ce := chunkEntry{RequestID: "11111111-2222-3333-4444-555555555555", Devices: 5}
+	if _, err := h.w.journalPut(ctx, job.JobID, 0, ce); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(api.requests()); n != 0 {
+		t.Errorf("%d submits of a chunk its owner settled, want 0", n)
+	}
+}
+
+// TestOwnClaimLeftBehindIsTakenOver: a claim of this process that no
+// delivery holds (its release failed in an outage) does not hold the chunk
+// until claimMaxAge.
+func TestOwnClaimLeftBehindIsTakenOver(t *testing.T) {
+	api := &fakeAPI{}
+	h := startOn(t, queuetest.Bus(t), Config{}, api)
+	job := model.Job{JobID: "leftover", AccountName: testAccount, Devices: devices(6, 5)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	val, _ := json.Marshal(claimEntry{Owner: h.w.owner(), Delivery: 1})
 	if _, err := h.bus.Chunks.Create(ctx, claimKey(job.JobID, 0), val); err != nil {
 		t.Fatal(err)
 	}

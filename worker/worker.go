@@ -111,6 +111,13 @@ type Worker struct {
 	// ownerKey names this process in chunk claims (see claim.go).
 	ownerOnce sync.Once
 	ownerKey  string
+	// absent holds when each claim owner was first found without a
+	// member key; claimGrace is how long that must last (tests shorten it).
+	// held are the claim keys this process's deliveries hold.
+	missMu     sync.Mutex
+	absent     map[string]time.Time
+	held       map[string]bool
+	claimGrace time.Duration
 }
 
 // haltRedelivery delays the redelivery of a job handed back by a halted
@@ -162,6 +169,8 @@ func New(cfg Config, bus *queue.Bus, api Submitter, lim *ratelimit.Limiter,
 		backoff: defaultBackoff,
 		est:     newChunkEstimate(cfg),
 		kick:    make(chan struct{}, 1),
+
+		claimGrace: queue.WorkersTTL,
 	}
 	w.checkEvery.Store(int64(defaultCheckEvery))
 	return w, nil
