@@ -30,6 +30,13 @@ func Count(t testing.TB, bus *queue.Bus, stream string) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	_, n := open(ctx, t, bus, stream)
+	return n
+}
+
+// open returns the stream and how many messages it holds.
+func open(ctx context.Context, t testing.TB, bus *queue.Bus, stream string) (jetstream.Stream, uint64) {
+	t.Helper()
 	st, err := bus.JS.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +45,7 @@ func Count(t testing.TB, bus *queue.Bus, stream string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Msgs
+	return st, info.State.Msgs
 }
 
 // Msgs returns every message now stored in the stream, in order.
@@ -46,15 +53,8 @@ func Msgs(t testing.TB, bus *queue.Bus, stream string) []jetstream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := bus.JS.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := int(info.State.Msgs)
+	st, n := open(ctx, t, bus, stream)
+	want := int(n)
 	if want == 0 {
 		return nil
 	}
