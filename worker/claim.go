@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/google/uuid"
@@ -143,7 +144,9 @@ func (w *Worker) alive(ctx context.Context, key, owner string, since time.Time) 
 			w.absent = map[string]time.Time{}
 		}
 		first, ok := w.absent[owner]
-		if !ok {
+		if !ok || time.Since(first) > 2*w.claimGrace {
+			// First seen missing now (a record this old is from an
+			// earlier spell: the owner has been back since).
 			w.absent[owner] = time.Now()
 			return true
 		}
@@ -167,9 +170,57 @@ func (w *Worker) release(ctx context.Context, d *delivery, i int, rev uint64) {
 	w.hold(claimKey(d.job.JobID, i), false)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	err := w.bus.Chunks.Delete(ctx, claimKey(d.job.JobID, i), jetstream.LastRevision(rev))
+	key := claimKey(d.job.JobID, i)
+	err := w.bus.Chunks.Delete(ctx, key, jetstream.LastRevision(rev))
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		// Left behind, it holds until its owner is gone or claimMaxAge.
+		// Left behind, it would hold another process's delivery of the
+		// job until claimMaxAge: the fetch loop tries again.
 		d.log.Debug("worker_claim_release_failed", zap.Int("chunk", i), zap.Error(err))
+		w.missMu.Lock()
+		if w.unreleased == nil {
+			w.unreleased = map[string]unreleased{}
+		}
+		w.unreleased[key] = unreleased{rev: rev, at: time.Now()}
+		w.missMu.Unlock()
 	}
+}
+
+// unreleased is a claim whose removal failed.
+type unreleased struct {
+	rev uint64
+	at  time.Time
+}
+
+// retryReleases removes the claims whose release failed (in an outage, as
+// a rule), so that they do not hold the job's other deliveries. A claim
+// taken over since, or gone, or older than claimMaxAge is forgotten.
+func (w *Worker) retryReleases(ctx context.Context) {
+	w.missMu.Lock()
+	todo := maps.Clone(w.unreleased)
+	w.missMu.Unlock()
+	for key, u := range todo {
+		if time.Since(u.at) > claimMaxAge {
+			w.forgetRelease(key)
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+		err := w.bus.Chunks.Delete(dctx, key, jetstream.LastRevision(u.rev))
+		cancel()
+		var apiErr *jetstream.APIError
+		switch {
+		case err == nil, errors.Is(err, jetstream.ErrKeyNotFound),
+			errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
+			// Released, gone, or taken over since.
+			w.forgetRelease(key)
+		default:
+			return // NATS still away: the next round tries again
+		}
+	}
+}
+
+func (w *Worker) forgetRelease(key string) {
+	w.missMu.Lock()
+	delete(w.unreleased, key)
+	w.missMu.Unlock()
 }

@@ -139,3 +139,36 @@ func TestOwnClaimLeftBehindIsTakenOver(t *testing.T) {
 		t.Errorf("%d submits after %s, want 1 at once", n, time.Since(start))
 	}
 }
+
+// TestFailedReleaseIsRetried: a claim whose release failed (NATS away) is
+// removed by a later round, so that it does not hold another process's
+// delivery of the job until claimMaxAge; one taken over since is left.
+func TestFailedReleaseIsRetried(t *testing.T) {
+	h := struct{ w *Worker }{&Worker{bus: queuetest.Bus(t)}}
+	ctx := context.Background()
+	mine, err := h.w.bus.Chunks.Create(ctx, claimKey("left", 0), []byte(`{"owner":"me"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := h.w.bus.Chunks.Create(ctx, claimKey("left", 1), []byte(`{"owner":"me"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.w.bus.Chunks.Update(ctx, claimKey("left", 1), []byte(`{"owner":"other"}`), old); err != nil {
+		t.Fatal(err)
+	}
+	h.w.unreleased = map[string]unreleased{
+		claimKey("left", 0): {rev: mine, at: time.Now()},
+		claimKey("left", 1): {rev: old, at: time.Now()},
+	}
+	h.w.retryReleases(ctx)
+	if _, err := h.w.bus.Chunks.Get(ctx, claimKey("left", 0)); err == nil {
+		t.Error("the claim whose release failed is still there")
+	}
+	if _, err := h.w.bus.Chunks.Get(ctx, claimKey("left", 1)); err != nil {
+		t.Errorf("the claim taken over since was removed: %v", err)
+	}
+	if len(h.w.unreleased) != 0 {
+		t.Errorf("still to release: %v", h.w.unreleased)
+	}
+}

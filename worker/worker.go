@@ -117,6 +117,7 @@ type Worker struct {
 	missMu     sync.Mutex
 	absent     map[string]time.Time
 	held       map[string]bool
+	unreleased map[string]unreleased
 	claimGrace time.Duration
 }
 
@@ -257,6 +258,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				lastCheck = time.Now()
 			}
 		}
+		w.retryReleases(ctx)
 		// Fetch only what this process's share can start soon; the
 		// share changes with the other processes' demand, so look again
 		// after fetchWait even when no job ended.
