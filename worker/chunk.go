@@ -94,7 +94,9 @@ func (w *Worker) runChunk(ctx context.Context, d *delivery, i int, devs []model.
 		if errors.Is(err, errClaimed) {
 			// Another delivery of the job is submitting it: wait for its
 			// journal entry (or for the claim to die with its process).
-			w.stats.ClaimWaits.Add(1)
+			if n := w.stats.ClaimWaits.Add(1); n%claimWaitLog == 0 {
+				log.Info("worker_chunk_claim_wait", zap.Int64("looks", n))
+			}
 			if err := sleep(ctx, claimPoll); err != nil {
 				return err
 			}

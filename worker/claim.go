@@ -39,6 +39,10 @@ const claimMaxAge = 10 * time.Minute
 // again.
 const claimPoll = time.Second
 
+// claimWaitLog: every claimWaitLog-th look at another delivery's claim is
+// logged, so that a long wait shows.
+const claimWaitLog = 30
+
 // releaseTimeout bounds the removal of a claim.
 const releaseTimeout = 5 * time.Second
 
@@ -75,6 +79,9 @@ func (w *Worker) claim(ctx context.Context, d *delivery, i int) (uint64, error) 
 	rev, err := w.bus.Chunks.Create(ctx, key, val)
 	if err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
 		if err != nil {
+			// The claim may have been stored with only its reply lost:
+			// the fetch loop removes it if it is there and ours.
+			w.leave(key, 0)
 			return 0, fmt.Errorf("claiming chunk %s: %w", key, err)
 		}
 		w.hold(key, true)
@@ -176,13 +183,19 @@ func (w *Worker) release(ctx context.Context, d *delivery, i int, rev uint64) {
 		// Left behind, it would hold another process's delivery of the
 		// job until claimMaxAge: the fetch loop tries again.
 		d.log.Debug("worker_claim_release_failed", zap.Int("chunk", i), zap.Error(err))
-		w.missMu.Lock()
-		if w.unreleased == nil {
-			w.unreleased = map[string]unreleased{}
-		}
-		w.unreleased[key] = unreleased{rev: rev, at: time.Now()}
-		w.missMu.Unlock()
+		w.leave(key, rev)
 	}
+}
+
+// leave records a claim this process may have left behind: at revision
+// rev, or, with rev 0, one whose creation may or may not have been stored.
+func (w *Worker) leave(key string, rev uint64) {
+	w.missMu.Lock()
+	defer w.missMu.Unlock()
+	if w.unreleased == nil {
+		w.unreleased = map[string]unreleased{}
+	}
+	w.unreleased[key] = unreleased{rev: rev, at: time.Now()}
 }
 
 // unreleased is a claim whose removal failed.
@@ -204,7 +217,15 @@ func (w *Worker) retryReleases(ctx context.Context) {
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, releaseTimeout)
-		err := w.bus.Chunks.Delete(dctx, key, jetstream.LastRevision(u.rev))
+		rev, ok, err := w.ownLeftover(dctx, key, u.rev)
+		if err == nil && !ok {
+			cancel()
+			w.forgetRelease(key)
+			continue
+		}
+		if err == nil {
+			err = w.bus.Chunks.Delete(dctx, key, jetstream.LastRevision(rev))
+		}
 		cancel()
 		var apiErr *jetstream.APIError
 		switch {
@@ -217,6 +238,33 @@ func (w *Worker) retryReleases(ctx context.Context) {
 			return // NATS still away: the next round tries again
 		}
 	}
+}
+
+// ownLeftover returns the revision of the claim key when it is ours and no
+// delivery of ours holds it: rev itself when known, else what the bucket
+// has. ok is false when there is nothing of ours to remove.
+func (w *Worker) ownLeftover(ctx context.Context, key string, rev uint64) (uint64, bool, error) {
+	w.missMu.Lock()
+	held := w.held[key]
+	w.missMu.Unlock()
+	if held {
+		return 0, false, nil // a delivery claimed it since: it releases it
+	}
+	if rev != 0 {
+		return rev, true, nil
+	}
+	e, err := w.bus.Chunks.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	var c claimEntry
+	if json.Unmarshal(e.Value(), &c) != nil || c.Owner != w.owner() {
+		return 0, false, nil
+	}
+	return e.Revision(), true, nil
 }
 
 func (w *Worker) forgetRelease(key string) {

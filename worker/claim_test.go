@@ -11,6 +11,7 @@ import (
 
 	"github.com/tsfallback/tsfallback/model"
 	"github.com/tsfallback/tsfallback/queue/queuetest"
+	"github.com/tsfallback/tsfallback/ratelimit"
 )
 
 func testDelivery(t *testing.T, job model.Job, n uint64) *delivery {
@@ -167,6 +168,38 @@ func TestFailedReleaseIsRetried(t *testing.T) {
 	}
 	if _, err := h.w.bus.Chunks.Get(ctx, claimKey("left", 1)); err != nil {
 		t.Errorf("the claim taken over since was removed: %v", err)
+	}
+	if len(h.w.unreleased) != 0 {
+		t.Errorf("still to release: %v", h.w.unreleased)
+	}
+}
+
+// TestClaimOfLostCreateIsRemoved: a claim whose creation reported an error
+// may have been stored all the same; the next round removes it when it is
+// this process's, and leaves another process's alone.
+func TestClaimOfLostCreateIsRemoved(t *testing.T) {
+	lim, err := ratelimit.New(context.Background(), ratelimit.Config{RPS: 10, Burst: 1}, nil, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lim.Close()
+	h := struct{ w *Worker }{&Worker{bus: queuetest.Bus(t), lim: lim}}
+	ctx := context.Background()
+	mine, _ := json.Marshal(claimEntry{Owner: h.w.owner(), Delivery: 1})
+	theirs, _ := json.Marshal(claimEntry{Owner: "member.other", Delivery: 1})
+	for k, v := range map[int][]byte{0: mine, 1: theirs} {
+		if _, err := h.w.bus.Chunks.Create(ctx, claimKey("lost", k), v); err != nil {
+			t.Fatal(err)
+		}
+		h.w.leave(claimKey("lost", k), 0)
+	}
+	h.w.leave(claimKey("lost", 2), 0) // never stored
+	h.w.retryReleases(ctx)
+	if _, err := h.w.bus.Chunks.Get(ctx, claimKey("lost", 0)); err == nil {
+		t.Error("our claim from a create that reported an error is still there")
+	}
+	if _, err := h.w.bus.Chunks.Get(ctx, claimKey("lost", 1)); err != nil {
+		t.Errorf("another process's claim was removed: %v", err)
 	}
 	if len(h.w.unreleased) != 0 {
 		t.Errorf("still to release: %v", h.w.unreleased)
