@@ -29,7 +29,10 @@ import (
 // next heartbeat), when it is this process's but none of its deliveries
 // holds it (a release lost in an outage), or when it is older than
 // claimMaxAge. The claim is removed once the chunk is settled, or when its
-// delivery gives up on the chunk.
+// delivery gives up on the chunk; a removal that fails, or a creation that
+// reported an error but may have been stored, is redone by the fetch loop
+// (retryReleases), so that a live process's leftover does not hold the
+// job's delivery in another process until claimMaxAge.
 
 // claimMaxAge bounds how long a claim holds, whoever holds it: longer than
 // any submit of one chunk (its retries included) takes.
