@@ -253,17 +253,7 @@ func (c *cluster) followDurable(name string) *tally {
 		defer close(done)
 		for ctx.Err() == nil {
 			err := results.Read(ctx, c.bus.JS, results.Options{Account: account, Follow: true, Durable: name},
-				func(e model.Event, _ []byte) error {
-					tl.mu.Lock()
-					defer tl.mu.Unlock()
-					switch e.Type {
-					case model.EventRequestSubmitted:
-						tl.submitted++
-					case model.EventJobCompleted:
-						tl.completed[e.JobID]++
-					}
-					return nil
-				})
+				tl.count)
 			if err != nil && ctx.Err() == nil {
 				select {
 				case <-ctx.Done():

@@ -658,17 +658,7 @@ func (c *cluster) follow() *tally {
 			tl.submitted, tl.completed = 0, map[string]int{}
 			tl.mu.Unlock()
 			err := results.Read(ctx, c.bus.JS, results.Options{Account: account, Follow: true},
-				func(e model.Event, _ []byte) error {
-					tl.mu.Lock()
-					defer tl.mu.Unlock()
-					switch e.Type {
-					case model.EventRequestSubmitted:
-						tl.submitted++
-					case model.EventJobCompleted:
-						tl.completed[e.JobID]++
-					}
-					return nil
-				})
+				tl.count)
 			if err != nil && ctx.Err() == nil {
 				select {
 				case <-ctx.Done():
@@ -678,6 +668,19 @@ func (c *cluster) follow() *tally {
 		}
 	}()
 	return tl
+}
+
+// count tallies one event read from the results stream.
+func (tl *tally) count(e model.Event, _ []byte) error {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	switch e.Type {
+	case model.EventRequestSubmitted:
+		tl.submitted++
+	case model.EventJobCompleted:
+		tl.completed[e.JobID]++
+	}
+	return nil
 }
 
 func (tl *tally) counts() (submitted, completed int) {
